@@ -1,0 +1,1 @@
+"""Drawing helpers (DAM areas over images / feature maps)."""
