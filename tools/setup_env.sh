@@ -26,7 +26,7 @@ step "virtual environment: $VENV"
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --progress-bar off)
 # setuptools<81: mmcv's setup.py imports pkg_resources, removed in setuptools 81.
-"${PIP[@]}" -q "pip>=24" "setuptools<81" wheel ninja
+"${PIP[@]}" -q -c requirements/stack.txt "pip>=24" setuptools wheel ninja
 
 step "torch $TORCH_VERSION + torchvision (the CUDA build; runs on CPU too, ~5 GB on first install)"
 "${PIP[@]}" -q -c requirements/stack.txt torch torchvision

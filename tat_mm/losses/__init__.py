@@ -5,3 +5,17 @@ Every feature loss has the call signature ``loss(student_feat, teacher_feat, wei
 by its ``loss_weight``.
 """
 # Each line imports one loss file (importing registers it).
+from .anchor_point_tat_loss import AnchorPointTaTLoss
+from .fitnet_loss import FitNetLoss
+from .kd_loss import KDLoss
+from .patch_group_tat_loss import PatchGroupTaTLoss
+from .tat_attention import build_tat_embedding, build_tat_embeddings, tat_attention
+from .tat_loss import TaTLoss
+
+__all__ = [
+    'AnchorPointTaTLoss', 'FitNetLoss', 'KDLoss', 'PatchGroupTaTLoss', 'TaTLoss', 'build_tat_embedding',
+    'build_tat_embeddings', 'tat_attention'
+]
+from .dam_distill_loss import DAMDistillLoss  # noqa: E402
+
+__all__ += ['DAMDistillLoss']

@@ -1,0 +1,105 @@
+"""Minimal fixes that make the pinned OpenMMLab stack work on current PyTorch.
+
+Applied once on ``import tat_mm``. Each fix is small, documented here, idempotent and covered by a
+test in ``tests/test_compat.py`` that fails without it.
+
+1. ``torch.load`` defaults to ``weights_only=True`` since torch 2.6. MMEngine 0.10.7 (the last
+   release) calls ``torch.load(filename, map_location=...)`` without the argument, so every MMEngine
+   checkpoint whose ``meta`` holds numpy scalars or a ``MessageHub`` state (that is: every checkpoint
+   the runner writes) fails to load with ``UnpicklingError: Weights only load failed``; ``--resume``
+   and ``load_from`` are broken. The fix gives ``mmengine.runner.checkpoint`` (where every MMEngine
+   checkpoint loader lives) a ``torch`` whose ``load`` defaults to ``weights_only=False`` — the
+   behaviour MMEngine was written for. Like MMEngine on torch < 2.6, this trusts the checkpoint
+   files you point it at; an explicit ``weights_only=`` argument is still honoured. Nothing outside
+   that module changes. (URLs go through ``torch.hub.load_state_dict_from_url``, whose default is
+   still ``weights_only=False``.)
+2. Distributed training without CUDA (``tools/dist_train.sh`` on CPU machines, gloo): MMEngine
+   0.10.7's ``init_dist('pytorch')`` always calls ``torch.cuda.set_device`` (fails with "Found no
+   NVIDIA driver") and the runner always gives ``MMDistributedDataParallel`` ``device_ids=[rank]``
+   (DDP rejects device ids for CPU modules). Without CUDA, the fix skips ``set_device``, uses
+   'gloo' where the config asks for 'nccl' (which cannot run without CUDA), and drops
+   ``device_ids`` for CPU modules. With CUDA nothing changes.
+"""
+import functools
+import types
+
+import torch
+
+_PATCHED_ATTR = '_tat_mm_trusted_load'
+
+
+def _torch_with_trusted_load() -> types.ModuleType:
+    """A stand-in for the ``torch`` module whose ``load`` defaults to ``weights_only=False``."""
+
+    @functools.wraps(torch.load)
+    def load(*args, **kwargs):
+        kwargs.setdefault('weights_only', False)
+        return torch.load(*args, **kwargs)
+
+    proxy = types.ModuleType('torch')
+    # Everything else resolves to the real torch module at call time.
+    proxy.__getattr__ = lambda name: getattr(torch, name)  # type: ignore[attr-defined]
+    proxy.load = load  # type: ignore[attr-defined]
+    setattr(proxy, _PATCHED_ATTR, True)
+    return proxy
+
+
+def patch_mmengine_torch_load() -> bool:
+    """Make MMEngine's checkpoint loaders load MMEngine checkpoints on torch >= 2.6.
+
+    Returns:
+        bool: True if MMEngine is installed and is now patched (also when it already was).
+    """
+    try:
+        from mmengine.runner import checkpoint as mmengine_checkpoint
+    except ImportError:
+        return False
+    if not getattr(mmengine_checkpoint.torch, _PATCHED_ATTR, False):
+        mmengine_checkpoint.torch = _torch_with_trusted_load()
+    return True
+
+
+def patch_mmengine_cpu_distributed() -> bool:
+    """Let MMEngine's pytorch launcher and DDP wrapper run on machines without CUDA.
+
+    Returns:
+        bool: True if MMEngine is installed and is now patched (also when it already was).
+    """
+    try:
+        from mmengine.dist import utils as dist_utils
+        from mmengine.model.wrappers import distributed as mm_ddp
+    except ImportError:
+        return False
+    if getattr(dist_utils._init_dist_pytorch, _PATCHED_ATTR, False):
+        return True
+    original_init_dist = dist_utils._init_dist_pytorch
+
+    @functools.wraps(original_init_dist)
+    def init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        if torch.cuda.is_available() or init_backend != 'torch':
+            return original_init_dist(backend, init_backend, **kwargs)
+        # No CUDA: no device to select, and NCCL cannot work; gloo is torch's CPU backend.
+        backend = 'gloo' if backend == 'nccl' else backend
+        torch.distributed.init_process_group(backend=backend, **kwargs)
+
+    setattr(init_dist_pytorch, _PATCHED_ATTR, True)
+    dist_utils._init_dist_pytorch = init_dist_pytorch
+
+    original_ddp_init = mm_ddp.MMDistributedDataParallel.__init__
+
+    @functools.wraps(original_ddp_init)
+    def ddp_init(self, module, detect_anomalous_params=False, **kwargs):
+        on_cpu = all(p.device.type == 'cpu' for p in module.parameters())
+        if on_cpu and not torch.cuda.is_available():
+            kwargs.pop('device_ids', None)  # DDP takes no device ids for CPU modules
+            kwargs.pop('output_device', None)
+        original_ddp_init(self, module, detect_anomalous_params=detect_anomalous_params, **kwargs)
+
+    mm_ddp.MMDistributedDataParallel.__init__ = ddp_init
+    return True
+
+
+def apply_all() -> None:
+    """Apply every compatibility fix (called by ``import tat_mm``)."""
+    patch_mmengine_torch_load()
+    patch_mmengine_cpu_distributed()

@@ -1,0 +1,9 @@
+"""The task-agnostic distillation core: feature taps, teacher loading, the distiller."""
+from .base_distiller import BaseDistiller, DistillPair
+from .feature_tap import FeatureTap, TapGroup, get_submodule
+from .teacher import build_teacher, load_checkpoint_strict, load_config, resolve_model_config
+
+__all__ = [
+    'BaseDistiller', 'DistillPair', 'FeatureTap', 'TapGroup', 'get_submodule', 'build_teacher',
+    'load_checkpoint_strict', 'load_config', 'resolve_model_config'
+]

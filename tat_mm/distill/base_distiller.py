@@ -1,0 +1,268 @@
+"""The task-agnostic distiller: student + frozen teacher + feature taps + distillation losses.
+
+Data flows one way: ``loss`` mode runs the teacher (no grad, eval, stopped as soon as every teacher
+tap has fired), then the student's own ``loss``; the taps' features go to the configured losses;
+the result is one dict of named losses for the MMEngine runner. ``predict`` and ``tensor`` modes
+are the student's, so upstream evaluators, test loops and inference code work unchanged.
+
+The task adapters in ``tat_mm/models/`` only say which library builds the models.
+"""
+import copy
+import inspect
+import re
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS as ROOT_MODELS
+from mmengine.registry import DefaultScope, Registry
+
+from .feature_tap import FeatureTap, TapGroup, TapsComplete
+from .teacher import build_teacher, parse_teacher_dtype, resolve_model_config
+
+# Short names used in log keys (``loss_<short>.<tap>``); other losses use their snake-cased type.
+LOSS_SHORT_NAMES = {
+    'TaTLoss': 'tat',
+    'PatchGroupTaTLoss': 'tat_pg',
+    'AnchorPointTaTLoss': 'tat_ap',
+    'KDLoss': 'kd',
+    'FitNetLoss': 'fitnet',
+    'DAMDistillLoss': 'dam',
+}
+
+
+def _short_name(loss_type) -> str:
+    name = loss_type if isinstance(loss_type, str) else loss_type.__name__
+    if name in LOSS_SHORT_NAMES:
+        return LOSS_SHORT_NAMES[name]
+    name = re.sub(r'Loss$', '', name)
+    return re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower()
+
+
+class DistillPair(nn.Module):
+    """One student tap, one teacher tap and the losses computed between them.
+
+    Args:
+        student (str): Student tap name (see :attr:`FeatureTap.name`).
+        teacher (str): Teacher tap name.
+        losses (List[dict]): Loss configs; an optional ``name`` key sets the log name.
+        resize (bool): Bilinearly resize the student feature to the teacher's spatial size when
+            they differ. Defaults to False (a size mismatch is an error).
+    """
+
+    def __init__(self, student: str, teacher: str, losses: List[dict], resize: bool = False):
+        super().__init__()
+        self.student_tap = student
+        self.teacher_tap = teacher
+        self.resize = resize
+        self.losses = nn.ModuleList()
+        self.loss_names: List[str] = []
+        for cfg in losses:
+            cfg = copy.deepcopy(dict(cfg))
+            name = cfg.pop('name', None) or _short_name(cfg.get('type', ''))
+            if name in self.loss_names:
+                raise ValueError(f'Two losses named {name!r} on tap {student!r}: give one of them a '
+                                 'different `name` in its config.')
+            self.loss_names.append(name)
+            # Losses live in MMEngine's root registry and are found from any task scope.
+            self.losses.append(ROOT_MODELS.build(cfg))
+
+    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
+                **kwargs) -> Dict[str, torch.Tensor]:
+        """Compute every loss of this pair; returns ``{log key: loss}``."""
+        teacher_feat = teacher_feat.detach().float()
+        if student_feat.dim() == 4 and student_feat.shape[-2:] != teacher_feat.shape[-2:]:
+            if not self.resize:
+                raise ValueError(
+                    f'Distill pair student {self.student_tap!r} {tuple(student_feat.shape)} / teacher '
+                    f'{self.teacher_tap!r} {tuple(teacher_feat.shape)}: spatial sizes differ. Tap '
+                    'layers of the same stride, or set resize=True in this distill entry to resize '
+                    'the student bilinearly.')
+            student_feat = F.interpolate(student_feat, size=teacher_feat.shape[-2:], mode='bilinear',
+                                         align_corners=False)
+        results = {}
+        for name, loss in zip(self.loss_names, self.losses):
+            # Extra inputs (e.g. ground-truth boxes) go only to the losses that take them.
+            accepted = inspect.signature(loss.forward).parameters
+            extra = {k: v for k, v in kwargs.items() if k in accepted}
+            try:
+                value = loss(student_feat, teacher_feat, **extra)
+            except ValueError as exc:
+                raise ValueError(f'Distill pair student {self.student_tap!r} -> teacher '
+                                 f'{self.teacher_tap!r}, loss {name!r}: {exc}') from exc
+            if isinstance(value, dict):  # e.g. DAM: masked feature loss + DAM's own loss
+                for key, term in value.items():
+                    suffix = key[len('loss_'):] if key.startswith('loss_') else key
+                    # DAM's {loss_feat, loss_dam, loss_dam_gt} -> dam_feat, dam, dam_gt
+                    full = suffix if suffix.startswith(name) else f'{name}_{suffix}'
+                    results[f'loss_{full}.{self.student_tap}'] = term
+            else:
+                results[f'loss_{name}.{self.student_tap}'] = value
+        return results
+
+
+class BaseDistiller(BaseModel):
+    """Distil a frozen teacher into a student of the same OpenMMLab task library.
+
+    Args:
+        student (dict | str): The student: a model config dict of the task library, or a config
+            path (local or ``'mmseg::...'``).
+        teacher (dict): ``dict(config=..., checkpoint=...[, cfg_options=...])``. The config is a
+            path (local or ``'mmseg::...'``) or a model dict; the checkpoint is loaded strictly.
+        distill (List[dict]): Distillation entries, each
+            ``dict(student=<module path>, teacher=<module path>, losses=[<loss cfg>, ...])`` with
+            optional ``index`` (int or list of ints: pick tuple elements, e.g. FPN levels; a list
+            makes one entry per index with its own loss modules), ``use_input`` (tap the module's
+            input instead of its output) and ``resize`` (bilinear student-to-teacher resizing).
+        teacher_dtype (str, optional): Run the teacher in 'float16' or 'bfloat16' to save memory
+            and time. Defaults to None (float32).
+        check_finite (bool): Raise ``FloatingPointError`` naming the term when a distillation loss
+            is NaN or infinite (costs one device sync per step). Defaults to True.
+        data_preprocessor (dict, optional): Defaults to None, which uses the student's.
+        init_cfg (dict, optional): Defaults to None.
+    """
+
+    #: The task library's MODELS registry and scope; set by the task adapters.
+    registry: Registry = ROOT_MODELS
+    scope: Optional[str] = None
+
+    def __init__(self,
+                 student: Union[dict, str],
+                 teacher: dict,
+                 distill: Sequence[dict],
+                 teacher_dtype: Optional[str] = None,
+                 check_finite: bool = True,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None):
+        with DefaultScope.overwrite_default_scope(self.scope):
+            student_model = self.registry.build(resolve_model_config(student))
+        super().__init__(data_preprocessor=data_preprocessor or student_model.data_preprocessor,
+                         init_cfg=init_cfg)
+        self.student = student_model
+        self._check_student(self.student)
+        # The teacher is kept outside the module tree: it is not in state_dict() (checkpoints hold
+        # the student and the distillation modules only), not in parameters() (never in the
+        # optimizer, never wrapped by DDP), and init_weights() never overwrites its loaded weights.
+        self._teacher = [build_teacher(dict(teacher), self.registry, self.scope)]
+        self._check_student(self.teacher, 'teacher')
+        self._teacher_dtype = parse_teacher_dtype(teacher_dtype)
+        if self._teacher_dtype is not None:
+            self.teacher.to(self._teacher_dtype)
+        self.check_finite = check_finite
+        self.pairs = nn.ModuleList()
+        student_taps, teacher_taps = {}, {}
+        if not distill:
+            raise ValueError('`distill` is empty: a distiller without distillation entries would '
+                             'silently train the plain student. Add at least one entry.')
+        for entry in self._expand_entries(distill):
+            s_tap = self._get_tap(student_taps, self.student, entry, 'student')
+            t_tap = self._get_tap(teacher_taps, self.teacher, entry, 'teacher')
+            if not entry.get('losses'):
+                raise ValueError(f'Distill entry {entry["student"]!r} has no `losses`.')
+            self.pairs.append(
+                DistillPair(s_tap.name, t_tap.name, entry['losses'], entry.get('resize', False)))
+        self.student_taps = TapGroup(student_taps.values())
+        self.teacher_taps = TapGroup(teacher_taps.values(), stop_when_complete=True)
+
+    # ----------------------------------------------------------------- building helpers
+    @staticmethod
+    def _expand_entries(distill: Sequence[dict]) -> List[dict]:
+        entries = []
+        for entry in distill:
+            entry = dict(entry)
+            unknown = set(entry) - {'student', 'teacher', 'losses', 'index', 'use_input', 'resize'}
+            if unknown or 'student' not in entry or 'teacher' not in entry:
+                raise ValueError('Each distill entry is dict(student=<module path>, teacher=<module '
+                                 'path>, losses=[...][, index, use_input, resize]); got keys '
+                                 f'{sorted(entry)}.')
+            index = entry.get('index')
+            if isinstance(index, (list, tuple)):
+                entries += [dict(entry, index=i, losses=copy.deepcopy(entry['losses'])) for i in index]
+            else:
+                entries.append(entry)
+        return entries
+
+    @staticmethod
+    def _get_tap(taps: dict, model: nn.Module, entry: dict, role: str) -> FeatureTap:
+        key = (entry[role], entry.get('index'), entry.get('use_input', False))
+        if key not in taps:
+            taps[key] = FeatureTap(model, entry[role], entry.get('index'),
+                                   entry.get('use_input', False), role)
+        return taps[key]
+
+    def _check_student(self, model: nn.Module, role: str = 'student') -> None:
+        """Adapters check that ``model`` is a model of their task (clear error otherwise)."""
+
+    # ----------------------------------------------------------------- teacher handling
+    @property
+    def teacher(self) -> nn.Module:
+        """nn.Module: The frozen teacher (not a registered sub-module, see ``__init__``)."""
+        return self._teacher[0]
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(device) / .cuda() / .cpu() must move the teacher too (it is outside the module tree).
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        if self._teacher_dtype is not None:  # a .float() on the distiller keeps the half teacher
+            self.teacher.to(self._teacher_dtype)
+        return self
+
+    def train(self, mode: bool = True):
+        """Set the student and distillation modules to ``mode``; the teacher always stays in eval."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    @torch.no_grad()
+    def _run_teacher(self, inputs: torch.Tensor, data_samples) -> Dict[str, torch.Tensor]:
+        self.teacher.eval()
+        self.teacher_taps.clear()
+        if self._teacher_dtype is not None:
+            inputs = inputs.to(self._teacher_dtype)
+        try:
+            self.teacher(inputs, data_samples, mode='tensor')
+        except TapsComplete:  # every teacher feature recorded: skip the rest of the teacher
+            pass
+        return self.teacher_taps.pop_all()
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'tensor'):
+        """Same contract as the student's ``forward``; ``loss`` mode adds distillation terms."""
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        try:
+            return self.student(inputs, data_samples, mode=mode)
+        finally:
+            self.student_taps.clear()  # do not hold on to activations of predict/tensor passes
+
+    def loss(self, inputs: torch.Tensor, data_samples) -> Dict[str, torch.Tensor]:
+        """Student task losses plus every distillation loss, in one dict of named terms."""
+        teacher_feats = self._run_teacher(inputs, data_samples)
+        self.student_taps.clear()
+        losses = dict(self.student.loss(inputs, data_samples))
+        student_feats = self.student_taps.pop_all()
+        for pair in self.pairs:
+            terms = pair(student_feats[pair.student_tap], teacher_feats[pair.teacher_tap],
+                         **self._loss_kwargs(pair, inputs, data_samples))
+            if self.check_finite:
+                for key, value in terms.items():
+                    if not torch.isfinite(value).all():
+                        raise FloatingPointError(
+                            f'Distillation loss {key} is {value.detach().cpu().tolist()}: lower its '
+                            'loss_weight or the learning rate, check the teacher checkpoint, or use '
+                            'fp32 (set check_finite=False to train on regardless).')
+            overlap = set(terms) & set(losses)
+            if overlap:
+                raise ValueError(f'Loss keys {sorted(overlap)} are produced twice.')
+            losses.update(terms)
+        return losses
+
+    def _loss_kwargs(self, pair: DistillPair, inputs: torch.Tensor, data_samples) -> dict:
+        """Extra keyword arguments for the pair's losses (the detection adapter passes boxes)."""
+        return {}
+
+    def predict(self, inputs: torch.Tensor, data_samples=None):
+        """The student's predictions."""
+        return self.forward(inputs, data_samples, mode='predict')

@@ -1,0 +1,133 @@
+"""Feature taps: record what a sub-module of a model produced, addressed by its module path."""
+import difflib
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+
+def get_submodule(model: nn.Module, path: str, model_name: str = 'model') -> nn.Module:
+    """Return ``model``'s sub-module at ``path``, or raise a ``ValueError`` with close names.
+
+    Args:
+        model (nn.Module): The model to search.
+        path (str): Dotted module path as in ``model.named_modules()``, e.g.
+            ``'decode_head.bottleneck'``.
+        model_name (str): How to call the model in the error message. Defaults to 'model'.
+
+    Returns:
+        nn.Module: The sub-module.
+    """
+    names = [name for name, _ in model.named_modules() if name]
+    if path in names:
+        return model.get_submodule(path)
+    close = difflib.get_close_matches(path, names, n=5, cutoff=0.5)
+    # Also offer the children of the deepest existing parent: the usual typo is in the last part.
+    parent = path
+    while parent and parent not in names:
+        parent = parent.rpartition('.')[0]
+    children = [n for n in names if n.startswith(parent + '.') and n.count('.') == parent.count('.') + 1
+                ] if parent else [n for n in names if '.' not in n]
+    hint = f' Did you mean one of: {", ".join(close)}?' if close else ''
+    raise ValueError(f'The {model_name} ({type(model).__name__}) has no module {path!r}.{hint} '
+                     f'Modules under {parent or "the root"!r}: {", ".join(children[:20])}')
+
+
+class TapsComplete(Exception):
+    """Raised by a tap to stop a forward pass once every needed feature has been recorded."""
+
+
+class FeatureTap:
+    """Records the output (or input) of one sub-module on every forward pass.
+
+    Args:
+        model (nn.Module): The model to tap.
+        path (str): Dotted module path of the sub-module.
+        index (int, optional): Pick this element when the module returns (or receives) a tuple or
+            list, e.g. an FPN level. Defaults to None.
+        use_input (bool): Record the module's first positional input instead of its output.
+            Defaults to False.
+        model_name (str): 'student' or 'teacher', for error messages. Defaults to 'model'.
+    """
+
+    def __init__(self,
+                 model: nn.Module,
+                 path: str,
+                 index: Optional[int] = None,
+                 use_input: bool = False,
+                 model_name: str = 'model'):
+        self.path = path
+        self.index = index
+        self.use_input = use_input
+        self.model_name = model_name
+        self.value: Optional[torch.Tensor] = None
+        self.on_record = None  # optional callback, set by TapGroup
+        module = get_submodule(model, path, model_name)
+        self._handle = module.register_forward_hook(self._hook)
+
+    @property
+    def name(self) -> str:
+        """str: The tap's name in logs, e.g. ``'neck.2'`` or ``'decode_head.bottleneck'``."""
+        name = self.path + ('.input' if self.use_input else '')
+        return name if self.index is None else f'{name}.{self.index}'
+
+    def _hook(self, module: nn.Module, args: tuple, output) -> None:
+        value = args[0] if self.use_input else output
+        if self.index is not None:
+            if not isinstance(value, (tuple, list)):
+                raise ValueError(f'{self.model_name} tap {self.path!r} has index={self.index} but the '
+                                 f'module {"input" if self.use_input else "output"} is a '
+                                 f'{type(value).__name__}, not a tuple; remove index.')
+            if not -len(value) <= self.index < len(value):
+                raise ValueError(f'{self.model_name} tap {self.path!r}: index={self.index} is out of '
+                                 f'range for a tuple of {len(value)} elements.')
+            value = value[self.index]
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f'{self.model_name} tap {self.name!r} recorded a {type(value).__name__}, '
+                             'not a tensor; set `index` to pick one element of a tuple output.')
+        self.value = value
+        if self.on_record is not None:
+            self.on_record()
+
+    def pop(self) -> torch.Tensor:
+        """Return the recorded tensor and forget it (so a stale value is never reused)."""
+        if self.value is None:
+            raise RuntimeError(f'{self.model_name} tap {self.name!r} recorded nothing in the last '
+                               'forward pass: the module was not called. Tap a module that runs in '
+                               'this forward mode.')
+        value, self.value = self.value, None
+        return value
+
+    def remove(self) -> None:
+        """Remove the forward hook."""
+        self._handle.remove()
+
+
+class TapGroup:
+    """All taps of one model; can stop the forward pass once every tap has fired.
+
+    Args:
+        taps (Sequence[FeatureTap]): The taps.
+        stop_when_complete (bool): Raise :class:`TapsComplete` as soon as every tap has recorded a
+            value, which skips the rest of the model (used for the teacher, whose head and losses
+            are often not needed). Defaults to False.
+    """
+
+    def __init__(self, taps: Sequence[FeatureTap], stop_when_complete: bool = False):
+        self.taps: List[FeatureTap] = list(taps)
+        self.stop_when_complete = stop_when_complete
+        for tap in self.taps:
+            tap.on_record = self._on_record
+
+    def _on_record(self) -> None:
+        if self.stop_when_complete and all(t.value is not None for t in self.taps):
+            raise TapsComplete
+
+    def clear(self) -> None:
+        """Forget recorded values (call before a forward pass)."""
+        for tap in self.taps:
+            tap.value = None
+
+    def pop_all(self) -> Dict[str, torch.Tensor]:
+        """Return ``{tap.name: tensor}`` for every tap and forget the values."""
+        return {tap.name: tap.pop() for tap in self.taps}

@@ -1,0 +1,46 @@
+"""Hinton knowledge distillation on logits (the L_KL term of TaT's Eq. 9)."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.registry import MODELS
+
+from .feature_loss_utils import to_fp32
+
+
+@MODELS.register_module()
+class KDLoss(nn.Module):
+    """``T^2 * KL(softmax(t/T) || softmax(s/T))``, summed over classes and averaged over the batch.
+
+    Computed in fp32 (autocast off) from fp16/bf16 logits; the teacher is detached.
+
+    Args:
+        temperature (float): softmax temperature T. Defaults to 1.0.
+        loss_weight (float): multiplier of the loss. Defaults to 1.0.
+    """
+
+    def __init__(self, temperature: float = 1.0, loss_weight: float = 1.0):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f'KDLoss: temperature must be positive, got {temperature!r}')
+        self.temperature = temperature
+        self.loss_weight = loss_weight
+
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """Compute the loss.
+
+        Args:
+            student_logits (torch.Tensor): (B, K) student logits.
+            teacher_logits (torch.Tensor): (B, K) teacher logits.
+
+        Returns:
+            torch.Tensor: scalar loss, already multiplied by ``loss_weight``.
+        """
+        if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
+            raise ValueError('KDLoss: expected (B, K) student and teacher logits of the same shape, got '
+                             f'student {tuple(student_logits.shape)}, teacher {tuple(teacher_logits.shape)}')
+        t = self.temperature
+        with torch.autocast(device_type=student_logits.device.type, enabled=False):
+            log_p_s = F.log_softmax(to_fp32(student_logits) / t, dim=1)
+            log_p_t = F.log_softmax(to_fp32(teacher_logits.detach()) / t, dim=1)
+            loss = F.kl_div(log_p_s, log_p_t, reduction='batchmean', log_target=True) * t * t
+        return loss * self.loss_weight

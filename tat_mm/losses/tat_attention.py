@@ -1,0 +1,86 @@
+"""The attention core shared by every TaT loss, and the embeddings around it.
+
+TaT (Lin et al., CVPR 2022, Eq. 7) rebuilds the student feature as ``softmax(q @ k^T) @ v`` with one
+head, no temperature and no ``1/sqrt(C)`` scaling. On a 129x129 segmentation map the N x N matrix has
+16641^2 entries (~1.1 GB in fp32 per image before autograd keeps copies), so it is never built here:
+``scaled_dot_product_attention`` computes it blockwise (flash / memory-efficient kernels on CPU and GPU).
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+EMBED_TYPES = ('identity', 'conv1x1', 'conv3x3')
+
+
+def tat_attention(query: torch.Tensor,
+                  key: torch.Tensor,
+                  value: torch.Tensor,
+                  key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Compute ``softmax(query @ key^T) @ value`` with scale 1 without materialising the matrix.
+
+    Args:
+        query (torch.Tensor): (..., Nq, E) queries.
+        key (torch.Tensor): (..., Nk, E) keys.
+        value (torch.Tensor): (..., Nk, Ev) values.
+        key_mask (torch.Tensor, optional): boolean mask broadcastable to (..., 1, Nk); ``False``
+            removes that key from every softmax (used for zero padding). Every query must keep at
+            least one key, otherwise its row is NaN. Defaults to None (all keys used).
+
+    Returns:
+        torch.Tensor: (..., Nq, Ev), row ``i`` is ``sum_j softmax_j(q_i . k_j) v_j``.
+    """
+    if query.dim() < 3 or query.dim() != key.dim() or key.dim() != value.dim():
+        raise ValueError('tat_attention: expected (..., N, C) query/key/value of equal rank >= 3, got '
+                         f'query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}')
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError('tat_attention: query/key need the same width and key/value the same length, got '
+                         f'query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}')
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, scale=1.0)
+
+
+def build_tat_embedding(embed_type: str, in_channels: int, out_channels: int) -> nn.Module:
+    """Build one TaT embedding (the paper's "linear function" gamma / theta / phi).
+
+    Args:
+        embed_type (str): ``'identity'``, ``'conv1x1'`` (Conv1x1 without bias + BN) or ``'conv3x3'``
+            (Conv3x3, padding 1, without bias + BN).
+        in_channels (int): input width.
+        out_channels (int): output width.
+
+    Returns:
+        nn.Module: the embedding, mapping (B, in_channels, H, W) to (B, out_channels, H, W).
+    """
+    if embed_type not in EMBED_TYPES:
+        raise ValueError(f'Unknown TaT embedding {embed_type!r}; choose one of {EMBED_TYPES}')
+    if embed_type == 'identity':
+        if in_channels != out_channels:
+            raise ValueError(f"An 'identity' embedding cannot map {in_channels} to {out_channels} "
+                             "channels; use 'conv1x1' or 'conv3x3'")
+        return nn.Identity()
+    kernel_size = 1 if embed_type == 'conv1x1' else 3
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(out_channels))
+
+
+def build_tat_embeddings(student_channels: int, teacher_channels: int, query_embed: str,
+                         key_embed: str, value_embed: str) -> Tuple[nn.Module, nn.Module, nn.Module]:
+    """Build gamma (student -> query), theta (teacher -> key) and phi (student -> value).
+
+    All three output the teacher width, so they also align channels when widths differ.
+
+    Args:
+        student_channels (int): student width Cs.
+        teacher_channels (int): teacher width Ct.
+        query_embed (str): type of gamma, see :func:`build_tat_embedding`.
+        key_embed (str): type of theta.
+        value_embed (str): type of phi.
+
+    Returns:
+        tuple[nn.Module, nn.Module, nn.Module]: (gamma, theta, phi).
+    """
+    return (build_tat_embedding(query_embed, student_channels, teacher_channels),
+            build_tat_embedding(key_embed, teacher_channels, teacher_channels),
+            build_tat_embedding(value_embed, student_channels, teacher_channels))

@@ -1,0 +1,101 @@
+"""DAM: SoKD's Distinctive Area Detection Module (CenterNet-style heads on a feature map).
+
+Three heads, each ``conv3x3 -> ReLU -> conv1x1``, predict a K-class centre heatmap, a size map
+(w, h, in feature cells) and an offset map (x, y, from the cell centre, in cells). One DAM (one set
+of parameters) is applied to the teacher feature and to the student feature mapped to the teacher's
+width; :mod:`tat_mm.modules.area_extraction` turns its outputs into areas and masks.
+"""
+import math
+from typing import Dict, Optional
+
+import torch.nn as nn
+from mmengine.registry import MODELS
+from torch import Tensor
+
+from .area_extraction import extract_areas
+
+
+def _head(in_channels: int, feat_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, feat_channels, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(feat_channels, out_channels, 1),
+    )
+
+
+@MODELS.register_module()
+class DAM(nn.Module):
+    """Distinctive Area Detection Module.
+
+    Args:
+        in_channels (int): Channels of the input feature (the teacher's width).
+        num_classes (int): Heatmap channels K (area classes; 1 = class-agnostic). Defaults to 1.
+        feat_channels (int, optional): Hidden channels of each head. Defaults to None
+            (= ``in_channels``).
+        heatmap_prior (float): Initial heatmap probability (CenterNet's focal-loss prior, sets the
+            heatmap bias). Defaults to 0.1.
+        init_size (float): Initial predicted box size in cells (bias of the size head, whose last
+            weights start near 0), so an untrained DAM gives ``init_size``-wide areas rather than
+            single cells. Defaults to 3.0.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 num_classes: int = 1,
+                 feat_channels: Optional[int] = None,
+                 heatmap_prior: float = 0.1,
+                 init_size: float = 3.0) -> None:
+        super().__init__()
+        for name, value in (('in_channels', in_channels), ('num_classes', num_classes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f'DAM {name} must be an integer >= 1, got {value!r}')
+        feat_channels = in_channels if feat_channels is None else feat_channels
+        if not isinstance(feat_channels, int) or feat_channels < 1:
+            raise ValueError(f'DAM feat_channels must be an integer >= 1, got {feat_channels!r}')
+        if not 0.0 < heatmap_prior < 1.0:
+            raise ValueError(f'DAM heatmap_prior must be in (0, 1), got {heatmap_prior}')
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.heatmap_head = _head(in_channels, feat_channels, num_classes)
+        self.size_head = _head(in_channels, feat_channels, 2)
+        self.offset_head = _head(in_channels, feat_channels, 2)
+        # CenterNet-style init: low heatmap prior, near-constant size / offset at the start.
+        prior_bias = -math.log((1 - heatmap_prior) / heatmap_prior)
+        nn.init.constant_(self.heatmap_head[-1].bias, prior_bias)
+        for head, bias in ((self.size_head, init_size), (self.offset_head, 0.0)):
+            nn.init.normal_(head[-1].weight, std=0.001)
+            nn.init.constant_(head[-1].bias, bias)
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        """Predict the area maps.
+
+        Args:
+            x (Tensor): (B, in_channels, H, W) feature.
+
+        Returns:
+            dict[str, Tensor]: ``heatmap`` (B, K, H, W) sigmoid probabilities, ``size``
+            (B, 2, H, W) and ``offset`` (B, 2, H, W), raw (negative sizes count as 0 when decoded).
+        """
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'DAM expects a (B, {self.in_channels}, H, W) feature, '
+                             f'got {tuple(x.shape)}')
+        return dict(heatmap=self.heatmap_head(x).sigmoid(),
+                    size=self.size_head(x),
+                    offset=self.offset_head(x))
+
+    def detect(self, x: Tensor, k: int = 8, kernel: int = 3, mode: str = 'binary',
+               score_thr: Optional[float] = None) -> Dict[str, Tensor]:
+        """Run the heads and extract areas (see :func:`extract_areas`); for inference / drawing.
+
+        Args:
+            x (Tensor): (B, in_channels, H, W) feature.
+            k (int): Peaks per image. Defaults to 8.
+            kernel (int): NMS window. Defaults to 3.
+            mode (str): Mask mode. Defaults to 'binary'.
+            score_thr (float, optional): Minimum peak score. Defaults to None.
+
+        Returns:
+            dict[str, Tensor]: The output of :func:`extract_areas` (no gradient).
+        """
+        out = self(x)
+        return extract_areas(out['heatmap'], out['size'], out['offset'], k, kernel, mode, score_thr)

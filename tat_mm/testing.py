@@ -1,0 +1,109 @@
+"""Helpers shared by the tests and the benchmarks: offline model configs and small fake batches.
+
+Upstream configs point ``pretrained`` / ``init_cfg`` at download URLs and use ``SyncBN``; on a
+machine without internet or GPU these fail. :func:`offline_model_config` rewrites a model config so
+it builds and trains on CPU, offline, and :func:`fake_batch` makes a batch in the form the task's
+dataloader yields (what ``model.train_step`` receives).
+"""
+import copy
+from typing import Optional, Tuple
+
+import torch
+
+from .distill.teacher import resolve_model_config
+
+
+def _strip(node):
+    """SyncBN -> BN and no pre-training downloads, recursively, in place."""
+    if isinstance(node, dict):
+        if node.get('type') in ('SyncBN', 'MMSyncBN'):
+            node['type'] = 'BN'
+        if 'pretrained' in node and isinstance(node['pretrained'], str):
+            node['pretrained'] = None
+        init_cfg = node.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            node['init_cfg'] = None
+        for value in node.values():
+            _strip(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _strip(value)
+    return node
+
+
+def offline_model_config(config, num_classes: Optional[int] = None,
+                         input_size: Optional[Tuple[int, int]] = None) -> dict:
+    """A model config that builds and trains on CPU without internet.
+
+    Args:
+        config (str | dict): Config path (local or ``'mmseg::...'``), full config or model dict.
+        num_classes (int, optional): Override every ``num_classes`` in the model. Defaults to None.
+        input_size (tuple, optional): (H, W) the segmentation data preprocessor pads to (upstream
+            configs pad to the training crop, e.g. 512x1024). Defaults to None.
+
+    Returns:
+        dict: The model config.
+    """
+    model = _strip(copy.deepcopy(resolve_model_config(config)))
+
+    def set_classes(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == 'num_classes' and num_classes is not None:
+                    node[key] = num_classes
+                else:
+                    set_classes(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                set_classes(value)
+
+    set_classes(model)
+    preprocessor = model.get('data_preprocessor')
+    if input_size is not None and preprocessor is not None and 'size' in preprocessor:
+        preprocessor['size'] = tuple(input_size)
+    return model
+
+
+def fake_batch(task: str, batch_size: int = 2, size: Tuple[int, int] = (64, 64),
+               num_classes: int = 10, seed: int = 0) -> dict:
+    """A random batch as the task's dataloader yields it: ``dict(inputs=[...], data_samples=[...])``.
+
+    Args:
+        task (str): 'cls' (mmpretrain), 'seg' (mmseg) or 'det' (mmdet).
+        batch_size (int): Defaults to 2.
+        size (tuple): Image (H, W). Defaults to (64, 64).
+        num_classes (int): Defaults to 10.
+        seed (int): Defaults to 0.
+
+    Returns:
+        dict: Inputs are uint8 (3, H, W) tensors; data samples carry the ground truth.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    h, w = size
+    inputs = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+              for _ in range(batch_size)]
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), scale_factor=(1.0, 1.0))
+    samples = []
+    for _ in range(batch_size):
+        if task == 'cls':
+            from mmpretrain.structures import DataSample
+            sample = DataSample().set_gt_label(int(torch.randint(0, num_classes, (1, ), generator=gen)))
+        elif task == 'seg':
+            from mmengine.structures import PixelData
+            from mmseg.structures import SegDataSample
+            sample = SegDataSample(metainfo=meta)
+            sample.gt_sem_seg = PixelData(
+                data=torch.randint(0, num_classes, (1, h, w), generator=gen))
+        elif task == 'det':
+            from mmdet.structures import DetDataSample
+            from mmengine.structures import InstanceData
+            sample = DetDataSample(metainfo=meta)
+            xy = torch.rand(3, 2, generator=gen) * torch.tensor([w * 0.6, h * 0.6])
+            wh = torch.rand(3, 2, generator=gen) * torch.tensor([w * 0.3, h * 0.3]) + 8
+            sample.gt_instances = InstanceData(
+                bboxes=torch.cat([xy, xy + wh], dim=1),
+                labels=torch.randint(0, num_classes, (3, ), generator=gen))
+        else:
+            raise ValueError(f"task must be 'cls', 'seg' or 'det'; got {task!r}")
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)

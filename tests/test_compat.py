@@ -1,0 +1,54 @@
+"""Each fix in tat_mm.compat is needed (the test fails without it) and works."""
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import MessageHub
+from mmengine.runner import checkpoint as mmengine_checkpoint
+
+import tat_mm.compat as compat
+
+
+def _save_mmengine_like_checkpoint(path):
+    # What Runner.save_checkpoint writes: numpy scalars and a MessageHub state in `meta`.
+    hub = MessageHub.get_instance('tat_mm_test_compat')
+    hub.update_scalar('train/loss', np.float64(0.5))
+    meta = dict(epoch=1, iter=np.int64(10), seed=np.int32(0), message_hub=hub.state_dict())
+    torch.save({'meta': meta, 'state_dict': {'w': torch.ones(2)}}, path)
+
+
+def test_plain_torch_load_rejects_mmengine_checkpoints(tmp_path):
+    """Why the fix exists: torch >= 2.6 loads weights only by default."""
+    path = tmp_path / 'ckpt.pth'
+    _save_mmengine_like_checkpoint(path)
+    with pytest.raises(Exception, match='[Ww]eights only load failed'):
+        torch.load(path, map_location='cpu')
+
+
+def test_mmengine_loads_its_checkpoints_after_the_fix(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    _save_mmengine_like_checkpoint(path)
+    assert compat.patch_mmengine_torch_load()
+    ckpt = mmengine_checkpoint._load_checkpoint(str(path), map_location='cpu')
+    assert int(ckpt['meta']['iter']) == 10
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
+    # An explicit weights_only is still honoured.
+    with pytest.raises(Exception, match='[Ww]eights only load failed'):
+        mmengine_checkpoint.torch.load(path, map_location='cpu', weights_only=True)
+
+
+def test_without_the_fix_mmengine_fails(tmp_path, monkeypatch):
+    path = tmp_path / 'ckpt.pth'
+    _save_mmengine_like_checkpoint(path)
+    monkeypatch.setattr(mmengine_checkpoint, 'torch', torch)  # undo the fix for this test
+    with pytest.raises(Exception, match='[Ww]eights only load failed'):
+        mmengine_checkpoint._load_checkpoint(str(path), map_location='cpu')
+
+
+def test_fix_is_applied_on_import_and_idempotent():
+    import tat_mm  # noqa: F401
+    first = mmengine_checkpoint.torch
+    assert getattr(first, compat._PATCHED_ATTR, False)
+    compat.apply_all()
+    assert mmengine_checkpoint.torch is first
+    # The stand-in forwards everything else to torch.
+    assert mmengine_checkpoint.torch.save is torch.save

@@ -1,0 +1,77 @@
+"""Test (evaluate) a checkpoint with an MMEngine runner, like mm* tools/test.py.
+
+Works for distiller checkpoints (the student is evaluated) and for plain model checkpoints,
+including students exported by tools/export_student.py.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--cfg-options k=v ...]
+    bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+import tat_mm  # noqa: F401  (stack fixes + registries)
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the directory to save the file containing evaluation '
+                        'metrics')
+    parser.add_argument('--out', type=str, help='dump the predictions to a pickle file')
+    parser.add_argument('--show-dir', help='directory where painted images will be saved')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config (key=value pairs)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+
+    if args.show_dir:
+        vis_hook = cfg.default_hooks.get('visualization')
+        if vis_hook is None:
+            raise ValueError('--show-dir needs a `visualization` hook in default_hooks.')
+        vis_hook['draw'] = True
+        vis_hook['interval'] = 1
+        if 'test_out_dir' in vis_hook or vis_hook.get('type') == 'SegVisualizationHook':
+            vis_hook['test_out_dir'] = args.show_dir  # mmdet/mmpretrain hooks use out_dir
+        else:
+            vis_hook['out_dir'] = args.show_dir
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        from mmengine.registry import RUNNERS
+        runner = RUNNERS.build(cfg)
+
+    if args.out is not None:
+        from mmengine.evaluator import DumpResults
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
