@@ -114,3 +114,16 @@ def test_half_precision_teacher(tmp_path):
     optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     log_vars = model.train_step(fake_batch('cls', 2, SIZES['cls'], NUM_CLASSES), optim_wrapper)
     assert all(torch.isfinite(torch.as_tensor(v)) for v in log_vars.values())
+
+
+def test_dam_ground_truth_supervision_in_detection(tmp_path):
+    cfg = det_distiller(tmp_path, 'retinanet')
+    cfg['dam_gt_supervision'] = True
+    model = build('det', cfg)
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    log_vars = model.train_step(fake_batch('det', 2, SIZES['det'], NUM_CLASSES), optim_wrapper)
+    for level in (2, 3, 4):
+        assert torch.isfinite(log_vars[f'loss_dam_gt.neck.{level}'])
+        assert log_vars[f'loss_dam_gt.neck.{level}'] > 0
+    # only the DAM-wrapped losses take boxes; the plain TaT losses are unchanged
+    assert 'loss_tat_pg.neck.0' in log_vars

@@ -48,7 +48,7 @@ if [ -z "$MMCV_WHEEL" ]; then
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
     sleep 30
-    last=$(grep -oE '^\[[0-9]+/[0-9]+\]' "$BUILD/build.log" | tail -n 1)
+    last=$(grep -oE '^\s*\[[0-9]+/[0-9]+\]' "$BUILD/build.log" | tail -n 1 | tr -d ' ')
     step "  mmcv build still running ${last:-(configuring)}"
   done
   wait "$pid"; rc=$?
@@ -66,7 +66,9 @@ else
 fi
 
 step "mmcv, mmengine, mmsegmentation, mmpretrain, mmdet"
-"${PIP[@]}" -q -c requirements/stack.txt "$MMCV_WHEEL" mmengine mmsegmentation mmpretrain mmdet
+# ftfy and regex: `import mmseg` needs them but mmsegmentation does not declare them.
+"${PIP[@]}" -q -c requirements/stack.txt "$MMCV_WHEEL" mmengine mmsegmentation mmpretrain mmdet \
+    ftfy regex
 
 step "tat_mm (editable) and test tools"
 "${PIP[@]}" -q -c requirements/stack.txt -r requirements/runtime.txt -r requirements/tests.txt

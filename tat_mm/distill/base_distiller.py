@@ -244,8 +244,9 @@ class BaseDistiller(BaseModel):
         losses = dict(self.student.loss(inputs, data_samples))
         student_feats = self.student_taps.pop_all()
         for pair in self.pairs:
-            terms = pair(student_feats[pair.student_tap], teacher_feats[pair.teacher_tap],
-                         **self._loss_kwargs(pair, inputs, data_samples))
+            student_feat = student_feats[pair.student_tap]
+            terms = pair(student_feat, teacher_feats[pair.teacher_tap],
+                         **self._loss_kwargs(student_feat, inputs, data_samples))
             if self.check_finite:
                 for key, value in terms.items():
                     if not torch.isfinite(value).all():
@@ -259,8 +260,14 @@ class BaseDistiller(BaseModel):
             losses.update(terms)
         return losses
 
-    def _loss_kwargs(self, pair: DistillPair, inputs: torch.Tensor, data_samples) -> dict:
-        """Extra keyword arguments for the pair's losses (the detection adapter passes boxes)."""
+    def _loss_kwargs(self, student_feat: torch.Tensor, inputs: torch.Tensor, data_samples) -> dict:
+        """Extra keyword arguments for the losses that accept them (detection passes boxes).
+
+        Args:
+            student_feat (torch.Tensor): The student feature of the pair, (B, C, h, w).
+            inputs (torch.Tensor): The preprocessed batch, (B, 3, H, W).
+            data_samples (list): The batch's data samples.
+        """
         return {}
 
     def predict(self, inputs: torch.Tensor, data_samples=None):

@@ -1,0 +1,19 @@
+# ResNet-20 alone on CIFAR-100: the student baseline of resnet56_to_resnet20_cifar100_tat.py
+# (TaT Table 1), on the same schedule (that config inherits this file).
+# Paper: no number in METHODS.md. Ours: not measured.
+# Network: tat_mm/models/cifar_backbones (CRD definition); schedule: _base_/cifar100_crd.py
+# (240 epochs, batch 64 on one GPU).
+#   python tools/train.py configs/cls/resnet20_cifar100_student.py
+_base_ = ['./_base_/cifar100_crd.py']
+custom_imports = dict(
+    imports=['tat_mm', 'tat_mm.models.cifar_backbones'], allow_failed_imports=False)
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='CIFARResNet', depth=20),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=100,
+        in_channels=64,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))

@@ -1,0 +1,19 @@
+# WRN-16-2 alone on CIFAR-100: the student baseline of wrn40-2_to_wrn16-2_cifar100_tat.py
+# (TaT Table 1), on the same schedule (that config inherits this file).
+# Paper: no number in METHODS.md. Ours: not measured.
+# Network: tat_mm/models/cifar_backbones (CRD definition); schedule: _base_/cifar100_crd.py
+# (240 epochs, batch 64 on one GPU).
+#   python tools/train.py configs/cls/wrn16-2_cifar100_student.py
+_base_ = ['./_base_/cifar100_crd.py']
+custom_imports = dict(
+    imports=['tat_mm', 'tat_mm.models.cifar_backbones'], allow_failed_imports=False)
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='CIFARWideResNet', depth=16, widen_factor=2),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=100,
+        in_channels=128,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))

@@ -1,0 +1,48 @@
+# TaT: RetinaNet R101-FPN -> R50-FPN on COCO, 1x schedule (tat_mm; the TaT paper
+# has no detection results).
+# Paper: none. Ours: not measured. Student alone: 36.5 box AP (mmdet zoo).
+# TaT on the five FPN levels (P3-P7): patch-group + anchor-point TaT on the two large
+# levels, full TaT on the three small ones. Loss weights are ours and untuned.
+# Student and schedule: retinanet_r50_fpn_1x_coco_student.py (this file inherits it).
+#   python tools/train.py configs/det/retinanet_r101_to_r50_fpn_1x_coco_tat.py
+#   bash tools/dist_train.sh configs/det/retinanet_r101_to_r50_fpn_1x_coco_tat.py 8
+_base_ = './retinanet_r50_fpn_1x_coco_student.py'
+custom_imports = dict(imports=['tat_mm'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='DetDistiller',
+    student={{_base_.model}},
+    # mmdet model zoo: retinanet_r101_fpn_2x_coco, 38.9 box AP
+    # (configs/retinanet/metafile.yml).
+    teacher=dict(
+        config='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
+        checkpoint='https://download.openmmlab.com/mmdetection/v2.0/retinanet/'
+        'retinanet_r101_fpn_2x_coco/'
+        'retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth'),
+    distill=[
+        # level 0 (P3, 100x168 at 1333x800): patch-group TaT (8x8 patches, groups of 4) +
+        # anchor-point TaT (4x4 pooling)
+        dict(student='neck', teacher='neck', index=0,
+             losses=[
+                 dict(type='PatchGroupTaTLoss', student_channels=256, teacher_channels=256,
+                      patch_size=8, group_size=4, loss_weight=1.0),
+                 dict(type='AnchorPointTaTLoss', student_channels=256, teacher_channels=256,
+                      pool_size=4, loss_weight=0.5),
+             ]),
+        # level 1 (P4, 50x84 at 1333x800): patch-group TaT (8x8 patches, groups of 4) +
+        # anchor-point TaT (2x2 pooling)
+        dict(student='neck', teacher='neck', index=1,
+             losses=[
+                 dict(type='PatchGroupTaTLoss', student_channels=256, teacher_channels=256,
+                      patch_size=8, group_size=4, loss_weight=1.0),
+                 dict(type='AnchorPointTaTLoss', student_channels=256, teacher_channels=256,
+                      pool_size=2, loss_weight=0.5),
+             ]),
+        # levels [2, 3, 4] (P5-P7): full TaT (Eq. 7; conv3x3 gamma / phi, identity theta)
+        dict(student='neck', teacher='neck', index=[2, 3, 4],
+             losses=[
+                 dict(type='TaTLoss', student_channels=256, teacher_channels=256,
+                      loss_weight=1.0),
+             ]),
+    ])

@@ -1,0 +1,34 @@
+# TaT + DAM (tat_mm's combination, not in the paper): DeepLabV3+ ResNet-101 -> MobileNetV2 on Pascal
+# VOC 2012 + SBD aug (TaT, Lin et al., CVPR 2022).
+# Paper: no number for this run. Ours: not measured.
+# The TaT of ..._tat.py with its patch-group term confined to the areas found by SoKD's DAM
+# (class-agnostic, top-16 areas; DAM settings untuned); the anchor-point term stays global.
+# Student and schedule: deeplabv3plus_mbv2_voc_student.py (this file inherits it).
+#   python tools/train.py configs/seg/deeplabv3plus_r101_to_mbv2_voc_tat_dam.py
+#   bash tools/dist_train.sh configs/seg/deeplabv3plus_r101_to_mbv2_voc_tat_dam.py 4
+_base_ = './deeplabv3plus_mbv2_voc_student.py'
+custom_imports = dict(imports=['tat_mm'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='SegDistiller',
+    student={{_base_.model}},
+    # mmseg model zoo: deeplabv3plus_r101-d8_4xb4-40k_voc12aug-512x512, 78.62 mIoU
+    # (configs/deeplabv3plus/metafile.yaml); the paper's teacher has 78.43.
+    teacher=dict(
+        config='mmseg::deeplabv3plus/deeplabv3plus_r101-d8_4xb4-40k_voc12aug-512x512.py',
+        checkpoint='https://download.openmmlab.com/mmsegmentation/v0.5/deeplabv3plus/'
+        'deeplabv3plus_r101-d8_512x512_40k_voc12aug/'
+        'deeplabv3plus_r101-d8_512x512_40k_voc12aug_20200613_205333-faf03387.pth'),
+    distill=[
+        dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
+             losses=[
+                 dict(type='DAMDistillLoss', student_channels=512, teacher_channels=512,
+                      feature_loss=dict(type='PatchGroupTaTLoss',
+                                        patches_per_side=32, group_size=1, loss_weight=0.1),
+                      dam=dict(num_classes=1, feat_channels=128, init_size=8.0), topk=16,
+                      dam_loss_weight=1.0),
+                 dict(type='AnchorPointTaTLoss', student_channels=512, teacher_channels=512,
+                      pool_size=2, loss_weight=0.05),
+             ]),
+    ])
