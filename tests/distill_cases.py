@@ -20,7 +20,7 @@ FRCNN_TEACHER = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 RETINA_TEACHER = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 R18_FPN = dict(backbone=dict(depth=18, init_cfg=None), neck=dict(in_channels=[64, 128, 256, 512]))
 
-SIZES = {'cls': (32, 32), 'seg': (64, 64), 'det': (64, 96)}
+SIZES = {'cls': (64, 64), 'seg': (64, 64), 'det': (64, 96)}  # cls: layer4 is 2x2
 
 
 def save_checkpoint(scope: str, model_cfg: dict, path) -> str:
@@ -29,6 +29,16 @@ def save_checkpoint(scope: str, model_cfg: dict, path) -> str:
     torch.manual_seed(1)
     with DefaultScope.overwrite_default_scope(scope):
         model = registry.build(model_cfg)
+    # Give BN real running statistics: with the initial ones (0/1) a random deep net's eval-mode
+    # features are nearly constant over space, which makes attention uniform and hides bugs.
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            images = torch.randn(2, 3, 64, 64)
+            model.extract_feat(images) if scope == 'mmdet' else model(images, mode='tensor')
     torch.save({'meta': {}, 'state_dict': model.state_dict()}, str(path))
     return str(path)
 

@@ -7,6 +7,7 @@ teacher config (module-scoped cache), and the train steps run on :func:`tat_mm.t
 ``configs/demo/`` is tested with the demo; ``_base_`` helpers are covered by the configs using them.
 """
 import copy
+import functools
 import importlib
 from pathlib import Path
 
@@ -34,8 +35,14 @@ TRAIN_STEP = {
 }
 
 
-def load(name: str) -> Config:
+@functools.lru_cache(maxsize=None)
+def _load(name: str) -> Config:
     return Config.fromfile(str(CONFIG_ROOT / name))
+
+
+def load(name: str) -> Config:
+    """A fresh copy of the parsed config (parsing is cached: it reads the upstream bases)."""
+    return copy.deepcopy(_load(name))
 
 
 def registry(scope: str, kind: str = 'MODELS'):

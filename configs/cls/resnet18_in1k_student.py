@@ -15,6 +15,10 @@ model = dict(
         checkpoint='https://download.openmmlab.com/mmclassification/v0/resnet/'
         'resnet18_8xb32_in1k_20210831-fbbb1da6.pth'))
 
+# A typed preprocessor: the runner hands the top-level one to the model, and a distiller (unlike
+# mmpretrain's classifiers) does not add the type itself.
+data_preprocessor = dict(type='mmpretrain.ClsDataPreprocessor')
+
 train_dataloader = dict(batch_size=256)  # x 8 GPUs = 2048
 optim_wrapper = dict(
     _delete_=True, type='OptimWrapper', optimizer=dict(type='AdamW', lr=1.6e-3, weight_decay=5e-4))

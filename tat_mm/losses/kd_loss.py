@@ -11,6 +11,9 @@ from .feature_loss_utils import to_fp32
 class KDLoss(nn.Module):
     """``T^2 * KL(softmax(t/T) || softmax(s/T))``, summed over classes and averaged over the batch.
 
+    Pixel-wise for dense logits: (B, K, H, W) inputs are treated as B*H*W distributions over the K
+    classes (dim 1), and the KL is averaged over all of them (batchmean over pixels).
+
     Computed in fp32 (autocast off) from fp16/bf16 logits; the teacher is detached.
 
     Args:
@@ -29,15 +32,20 @@ class KDLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            student_logits (torch.Tensor): (B, K) student logits.
-            teacher_logits (torch.Tensor): (B, K) teacher logits.
+            student_logits (torch.Tensor): (B, K) or (B, K, H, W) student logits.
+            teacher_logits (torch.Tensor): teacher logits of the same shape.
 
         Returns:
             torch.Tensor: scalar loss, already multiplied by ``loss_weight``.
         """
-        if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
-            raise ValueError('KDLoss: expected (B, K) student and teacher logits of the same shape, got '
-                             f'student {tuple(student_logits.shape)}, teacher {tuple(teacher_logits.shape)}')
+        if student_logits.dim() not in (2, 4) or student_logits.shape != teacher_logits.shape:
+            raise ValueError('KDLoss: expected (B, K) or (B, K, H, W) student and teacher logits of the '
+                             f'same shape, got student {tuple(student_logits.shape)}, teacher '
+                             f'{tuple(teacher_logits.shape)}')
+        if student_logits.dim() == 4:  # one distribution per pixel: (B*H*W, K)
+            num_classes = student_logits.shape[1]
+            student_logits = student_logits.movedim(1, -1).reshape(-1, num_classes)
+            teacher_logits = teacher_logits.movedim(1, -1).reshape(-1, num_classes)
         t = self.temperature
         with torch.autocast(device_type=student_logits.device.type, enabled=False):
             log_p_s = F.log_softmax(to_fp32(student_logits) / t, dim=1)

@@ -7,6 +7,10 @@ _base_ = [
 custom_imports = dict(
     imports=['tat_mm', 'tat_mm.models.cifar_backbones'], allow_failed_imports=False)
 
+# A typed preprocessor: the runner hands the top-level one to the model, and a distiller (unlike
+# mmpretrain's classifiers) does not add the type itself.
+data_preprocessor = dict(type='mmpretrain.ClsDataPreprocessor')
+
 train_dataloader = dict(batch_size=64)
 val_dataloader = dict(batch_size=64)
 test_dataloader = val_dataloader
