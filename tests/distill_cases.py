@@ -124,6 +124,10 @@ def cls_runner_config(tmp_path, work_dir, max_iters=4, batch_size=4, teacher_ckp
     """
     model = offline_model_config(CLS_STUDENT, 10)
     model.merge(dict(backbone=dict(norm_eval=True)))
+    # As in mmpretrain configs: a top-level data_preprocessor without `type`, which the runner
+    # hands to the model (the distiller must give it to the student).
+    data_preprocessor = dict(model.pop('data_preprocessor'))
+    data_preprocessor.pop('type', None)
     if teacher_ckpt is None:
         teacher_ckpt = save_checkpoint('mmpretrain', offline_model_config(CLS_STUDENT, 10),
                                        tmp_path / 'r18_teacher.pth')
@@ -133,6 +137,7 @@ def cls_runner_config(tmp_path, work_dir, max_iters=4, batch_size=4, teacher_ckp
         default_scope='mmpretrain',
         custom_imports=dict(imports=['tat_mm'], allow_failed_imports=False),
         work_dir=str(work_dir),
+        data_preprocessor=data_preprocessor,
         model=dict(
             type='ClsDistiller', student=model,
             teacher=dict(config=offline_model_config(CLS_STUDENT, 10), checkpoint=teacher_ckpt),

@@ -3,7 +3,8 @@ model (teachers get generated checkpoints) and its data pipeline; one config per
 
 No data, internet or GPU: download URLs and SyncBN are stripped with
 :func:`tat_mm.testing.offline_model_config`, teacher checkpoints are random weights saved once per
-teacher config (module-scoped cache), and the train steps run on :func:`tat_mm.testing.fake_batch`.
+teacher config (module-scoped cache), and the train steps run on :func:`tat_mm.testing.fake_batch`
+with the config's own optimizer and lr schedule.
 ``configs/demo/`` is tested with the demo; ``_base_`` helpers are covered by the configs using them.
 """
 import copy
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.optim import OptimWrapper
-from mmengine.registry import DefaultScope
+from mmengine.optim import OptimWrapper, build_optim_wrapper
+from mmengine.registry import PARAM_SCHEDULERS, DefaultScope
 
 import tat_mm  # noqa: F401  (registers the distillers, losses and CIFAR backbones)
 from tat_mm.distill import resolve_model_config
@@ -182,7 +183,21 @@ def test_one_train_step(name, teacher_checkpoints):
     num_classes = {'seg': 21, 'cls': 1000, 'det': 80}[task]
     model = build_model(cfg, offline_distiller(cfg, teacher_checkpoints, input_size=size))
     model.train()
-    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
+    # The config's own optimizer (lr multipliers included) and lr schedule build on the distiller.
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        schedulers = cfg.param_scheduler
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            PARAM_SCHEDULERS.build(dict(scheduler, optimizer=optim_wrapper))
+    assert isinstance(optim_wrapper, OptimWrapper)
+    assert not {id(p) for p in model.teacher.parameters()} & {
+        id(p) for group in optim_wrapper.param_groups for p in group['params']}
+    if task == 'seg':  # 10x lr on the student's heads, as the authors' scripts
+        base_lr = cfg.optim_wrapper.optimizer.lr
+        head = {id(p) for p in model.student.decode_head.parameters()}
+        lrs = {group['lr'] for group in optim_wrapper.param_groups
+               if any(id(p) in head for p in group['params'])}
+        assert lrs and all(abs(lr - 10 * base_lr) < 1e-9 for lr in lrs), lrs
     torch.manual_seed(0)
     batch = fake_batch(task, 2, size, num_classes)
     log_vars = model.train_step(batch, optim_wrapper)

@@ -120,7 +120,9 @@ class BaseDistiller(BaseModel):
             and time. Defaults to None (float32).
         check_finite (bool): Raise ``FloatingPointError`` naming the term when a distillation loss
             is NaN or infinite (costs one device sync per step). Defaults to True.
-        data_preprocessor (dict, optional): Defaults to None, which uses the student's.
+        data_preprocessor (dict, optional): The student's data preprocessor, used when the student
+            config has none (the runner passes a config's top-level ``data_preprocessor`` here).
+            The distiller always preprocesses with the student's. Defaults to None.
         init_cfg (dict, optional): Defaults to None.
     """
 
@@ -136,10 +138,14 @@ class BaseDistiller(BaseModel):
                  check_finite: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
+        student_cfg = resolve_model_config(student)
+        if data_preprocessor is not None:
+            # The runner passes a config's top-level `data_preprocessor` to the model it builds;
+            # it belongs to the student, as it would to the plain model (which may default its type).
+            student_cfg.setdefault('data_preprocessor', data_preprocessor)
         with DefaultScope.overwrite_default_scope(self.scope):
-            student_model = self.registry.build(resolve_model_config(student))
-        super().__init__(data_preprocessor=data_preprocessor or student_model.data_preprocessor,
-                         init_cfg=init_cfg)
+            student_model = self.registry.build(student_cfg)
+        super().__init__(data_preprocessor=student_model.data_preprocessor, init_cfg=init_cfg)
         self.student = student_model
         self._check_student(self.student)
         # The teacher is kept outside the module tree: it is not in state_dict() (checkpoints hold

@@ -3,7 +3,12 @@ import importlib
 import importlib.util
 
 # adapter module -> the task library it needs
-_ADAPTERS = {'cls_distiller': 'mmpretrain', 'seg_distiller': 'mmseg', 'det_distiller': 'mmdet'}
+_ADAPTERS = {
+    'cls_distiller': 'mmpretrain',
+    'seg_distiller': 'mmseg',
+    'det_distiller': 'mmdet',
+    'cifar_backbones': 'mmpretrain',  # the small CIFAR nets of the TaT paper's Table 1
+}
 
 __all__ = []
 for _module, _library in _ADAPTERS.items():

@@ -30,8 +30,9 @@ class DAM(nn.Module):
     Args:
         in_channels (int): Channels of the input feature (the teacher's width).
         num_classes (int): Heatmap channels K (area classes; 1 = class-agnostic). Defaults to 1.
-        feat_channels (int, optional): Hidden channels of each head. Defaults to None
-            (= ``in_channels``).
+        feat_channels (int): Hidden channels of each head. Defaults to 64 (CenterNet's
+            ``head_conv`` for ResNet backbones; heads as wide as a 512- or 2048-channel feature
+            would cost more than the student's own step).
         heatmap_prior (float): Initial heatmap probability (CenterNet's focal-loss prior, sets the
             heatmap bias). Defaults to 0.1.
         init_size (float): Initial predicted box size in cells (bias of the size head, whose last
@@ -42,14 +43,13 @@ class DAM(nn.Module):
     def __init__(self,
                  in_channels: int,
                  num_classes: int = 1,
-                 feat_channels: Optional[int] = None,
+                 feat_channels: int = 64,
                  heatmap_prior: float = 0.1,
                  init_size: float = 3.0) -> None:
         super().__init__()
         for name, value in (('in_channels', in_channels), ('num_classes', num_classes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f'DAM {name} must be an integer >= 1, got {value!r}')
-        feat_channels = in_channels if feat_channels is None else feat_channels
         if not isinstance(feat_channels, int) or feat_channels < 1:
             raise ValueError(f'DAM feat_channels must be an integer >= 1, got {feat_channels!r}')
         if not 0.0 < heatmap_prior < 1.0:

@@ -12,8 +12,8 @@ VGG-16   2, 2, 3, 3, 3
 VGG-19   2, 2, 4, 4, 4
 =======  ===============
 
-with widths 64, 128, 256, 512, 512. The classifier (a global average pool and one linear layer) is the
-mmpretrain neck and head.
+with widths 64, 128, 256, 512, 512. The classifier (a global average pool and one linear layer) is
+the mmpretrain neck and head.
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -22,6 +22,7 @@ import torch.nn as nn
 from mmcv.cnn import build_norm_layer
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
+
 
 def check_out_indices(out_indices: Sequence[int], num_stages: int, owner: str) -> Tuple[int, ...]:
     """Normalise ``out_indices`` (negative values count from the end) and check their range."""
@@ -43,6 +44,8 @@ def default_init_cfg() -> List[dict]:
              distribution='normal'),
         dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm']),
     ]
+
+
 @MODELS.register_module()
 class CIFARVGG(BaseBackbone):
     """CIFAR VGG with BN (CRD definition).
@@ -78,7 +81,8 @@ class CIFARVGG(BaseBackbone):
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=default_init_cfg() if init_cfg is None else init_cfg)
         if depth not in self.arch_settings:
-            raise ValueError(f'CIFARVGG: depth must be one of {sorted(self.arch_settings)}, got {depth}')
+            raise ValueError(f'CIFARVGG: depth must be one of {sorted(self.arch_settings)}, '
+                             f'got {depth}')
         self.depth = depth
         self.out_indices = check_out_indices(out_indices, 5, type(self).__name__)
         in_ch = in_channels

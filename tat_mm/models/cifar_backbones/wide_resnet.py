@@ -1,8 +1,8 @@
 """Wide ResNets for 32x32 inputs (Zagoruyko & Komodakis 2016), as defined in the CRD code base.
 
 WRN-d-k: a 3x3 stem of 16 channels, then three stages of pre-activation blocks (BN-ReLU-conv3x3-
-BN-ReLU-conv3x3) with widths (16k, 32k, 64k) at strides 1, 2, 2; depth 6n + 4 gives n blocks per
-stage. The network's closing BN-ReLU (before pooling) belongs to ``layer3`` here, so the last stage
+BN-ReLU-conv3x3) with widths (16k, 32k, 64k) at strides 1, 2, 2; depth ``6n + 4`` gives ``n`` blocks
+per stage. The network's closing BN-ReLU (before pooling) belongs to ``layer3`` here, so the last stage
 returns the activated 8x8 feature the classifier sees (CRD keeps it as separate ``bn1``/``relu``).
 WRN-40-2: depth=40, widen_factor=2 (128 channels out); WRN-16-2: 16, 2; WRN-40-1: 40, 1.
 """
@@ -103,7 +103,8 @@ class CIFARWideResNet(BaseBackbone):
             raise ValueError(f'CIFARWideResNet: depth must be 6n + 4 with n >= 1 (16, 28, 40, ...), '
                              f'got {depth}')
         if not isinstance(widen_factor, int) or widen_factor < 1:
-            raise ValueError(f'CIFARWideResNet: widen_factor must be a positive int, got {widen_factor!r}')
+            raise ValueError('CIFARWideResNet: widen_factor must be a positive int, got '
+                             f'{widen_factor!r}')
         self.depth = depth
         self.widen_factor = widen_factor
         self.out_indices = check_out_indices(out_indices, 3, type(self).__name__)
