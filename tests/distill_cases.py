@@ -153,6 +153,11 @@ def cls_runner_config(tmp_path, work_dir, max_iters=4, batch_size=4, teacher_ckp
             sampler=dict(type='DefaultSampler', shuffle=True),
             dataset=dict(dataset, split='train')),
         train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=10**6),
+        test_dataloader=dict(batch_size=32, num_workers=0,
+                             sampler=dict(type='DefaultSampler', shuffle=False),
+                             dataset=dict(dataset, split='val')),
+        test_evaluator=dict(type='Accuracy', topk=(1, )),
+        test_cfg=dict(),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=1e-4)),
         default_hooks=dict(
             logger=dict(type='LoggerHook', interval=1),

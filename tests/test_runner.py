@@ -127,3 +127,33 @@ def test_dist_train_matches_single_process(tmp_path):
     assert moved > 0
     assert diff < 1e-3 * moved, f'distributed and single-process weights differ: {diff} vs step {moved}'
     assert glob(str(tmp_path / 'dist' / '*' / '*.log'))
+
+
+def test_tools_test_evaluates_distiller_and_exported_student(trained, tmp_path):
+    """tools/test.py scores the distiller (its student) and the exported plain student alike."""
+    tmp = trained['tmp']
+    cfg_path = tmp_path / 'distill.py'
+    Config(trained['base']).dump(str(cfg_path))
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/test.py'), str(cfg_path),
+                          str(tmp / 'half' / 'iter_2.pth'), '--work-dir', str(tmp_path / 't1'),
+                          '--cfg-options', 'log_level=INFO'],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-3000:]
+    distilled = [line for line in (out.stdout + out.stderr).splitlines() if 'accuracy/top1' in line]
+    assert distilled, out.stdout[-2000:]
+
+    # the plain mmpretrain student config + the exported checkpoint give the same accuracy
+    plain_cfg = dict(trained['base'], model=Config(trained['base']).model.student)
+    plain_cfg['model']['data_preprocessor'] = trained['base']['data_preprocessor']
+    plain_path = tmp_path / 'plain.py'
+    Config(plain_cfg).dump(str(plain_path))
+    subprocess.run([sys.executable, osp.join(ROOT, 'tools/export_student.py'),
+                    str(tmp / 'half' / 'iter_2.pth'), str(tmp_path / 'student.pth')], check=True)
+    out2 = subprocess.run([sys.executable, osp.join(ROOT, 'tools/test.py'), str(plain_path),
+                           str(tmp_path / 'student.pth'), '--work-dir', str(tmp_path / 't2'),
+                           '--cfg-options', 'log_level=INFO'],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert out2.returncode == 0, out2.stderr[-3000:]
+    plain = [line for line in (out2.stdout + out2.stderr).splitlines() if 'accuracy/top1' in line]
+    score = lambda line: line.split('accuracy/top1:')[1].split()[0]  # noqa: E731
+    assert score(plain[-1]) == score(distilled[-1])

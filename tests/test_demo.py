@@ -1,0 +1,77 @@
+"""End to end: ``tools/demo.py --quick`` for all three tasks writes its table and PNGs."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TASKS = ('cls', 'seg', 'det')
+FIGURES = ('tat_attention', 'dam_areas', 'predictions', 'loss_curves')
+
+pytest.importorskip('matplotlib')
+for lib in ('mmseg', 'mmdet', 'mmpretrain'):
+    pytest.importorskip(lib)
+
+
+@pytest.fixture(scope='module')
+def quick_demo(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('demo')
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--quick', '--work-dir', str(work_dir)],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return work_dir, proc.stdout
+
+
+def test_quick_demo_table(quick_demo):
+    work_dir, stdout = quick_demo
+    table = (work_dir / 'results.md').read_text()
+    assert 'QUICK MODE' in table and 'meaningless' in table
+    for name in ('classification', 'semantic segmentation', 'detection', 'teacher',
+                 'student alone', 'student + TaT', 'student + TaT + DAM', 'student + FitNet'):
+        assert name in table
+    # progress lines: one per run started and finished
+    assert stdout.count('finished in') == 3 * 5
+    results = json.loads((work_dir / 'results.json').read_text())
+    assert results['quick'] is True
+    for task in TASKS:
+        res = results['results'][task]
+        assert set(res['runs']) == {'student', 'tat', 'tat_dam', 'fitnet'}
+        for values in res['runs'].values():
+            assert len(values) == 1 and np.isfinite(values[0])
+        assert np.isfinite(res['teacher'])
+        assert 'figures_error' not in res
+        # every run left its checkpoint and MMEngine's scalar log
+        for method in ('student', 'tat', 'tat_dam', 'fitnet'):
+            run = json.loads((work_dir / task / method / 'seed0' / 'demo_run.json').read_text())
+            assert osp.isfile(run['checkpoint'])
+            assert osp.isfile(osp.join(run['log_dir'], 'vis_data', 'scalars.json'))
+
+
+def test_quick_demo_figures(quick_demo):
+    import matplotlib.image as mpimg
+    work_dir, _ = quick_demo
+    for task in TASKS:
+        for fig in FIGURES:
+            path = work_dir / 'figures' / f'{task}_{fig}.png'
+            assert path.is_file(), path
+            with open(path, 'rb') as f:
+                assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+            img = mpimg.imread(str(path))
+            assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+            assert img[..., :3].std() > 0.01  # not a blank canvas
+
+
+def test_quick_demo_reuses_teacher(quick_demo):
+    """A second run finds the cached teachers and does not retrain them."""
+    work_dir, _ = quick_demo
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--quick', '--work-dir', str(work_dir),
+         '--tasks', 'cls', '--methods', 'student', '--no-figures'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert 'cls/teacher: reusing' in proc.stdout
+    assert '(cached)' in (work_dir / 'results.md').read_text()
