@@ -106,3 +106,18 @@ def test_nan_loss_is_an_error(base_cfg, tmp_path):
     cfg['teacher']['checkpoint'] = str(tmp_path / 'nan_teacher.pth')
     with pytest.raises(FloatingPointError, match=r'loss_kd.head.fc is .*nan'):
         step(build(cfg))
+
+
+def test_duplicate_log_keys_are_an_error(base_cfg):
+    cfg = copy.deepcopy(base_cfg)
+    # the same student tap against two teacher layers, same loss type: same log key
+    cfg['distill'] = [
+        dict(student='backbone.layer4', teacher='backbone.layer4',
+             losses=[dict(type='FitNetLoss', student_channels=512, teacher_channels=2048)]),
+        dict(student='backbone.layer4', teacher='backbone.layer4.2',
+             losses=[dict(type='FitNetLoss', student_channels=512, teacher_channels=2048)]),
+    ]
+    with pytest.raises(ValueError, match=r"loss_fitnet.backbone.layer4.*produced twice.*name"):
+        step(build(cfg))
+    cfg['distill'][1]['losses'][0]['name'] = 'fitnet_last_block'
+    assert 'loss_fitnet_last_block.backbone.layer4' in step(build(cfg))

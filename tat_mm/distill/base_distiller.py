@@ -68,6 +68,8 @@ class DistillPair(nn.Module):
             self.loss_names.append(name)
             # Losses live in MMEngine's root registry and are found from any task scope.
             self.losses.append(ROOT_MODELS.build(cfg))
+        # The keyword arguments each loss takes (extra inputs such as boxes go only to those).
+        self._loss_params = [set(inspect.signature(loss.forward).parameters) for loss in self.losses]
 
     def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
                 **kwargs) -> Dict[str, torch.Tensor]:
@@ -83,9 +85,7 @@ class DistillPair(nn.Module):
             student_feat = F.interpolate(student_feat, size=teacher_feat.shape[-2:], mode='bilinear',
                                          align_corners=False)
         results = {}
-        for name, loss in zip(self.loss_names, self.losses):
-            # Extra inputs (e.g. ground-truth boxes) go only to the losses that take them.
-            accepted = inspect.signature(loss.forward).parameters
+        for name, loss, accepted in zip(self.loss_names, self.losses, self._loss_params):
             extra = {k: v for k, v in kwargs.items() if k in accepted}
             try:
                 value = loss(student_feat, teacher_feat, **extra)
@@ -249,22 +249,31 @@ class BaseDistiller(BaseModel):
         self.student_taps.clear()
         losses = dict(self.student.loss(inputs, data_samples))
         student_feats = self.student_taps.pop_all()
+        distill_losses = {}
         for pair in self.pairs:
             student_feat = student_feats[pair.student_tap]
             terms = pair(student_feat, teacher_feats[pair.teacher_tap],
                          **self._loss_kwargs(student_feat, inputs, data_samples))
-            if self.check_finite:
-                for key, value in terms.items():
-                    if not torch.isfinite(value).all():
-                        raise FloatingPointError(
-                            f'Distillation loss {key} is {value.detach().cpu().tolist()}: lower its '
-                            'loss_weight or the learning rate, check the teacher checkpoint, or use '
-                            'fp32 (set check_finite=False to train on regardless).')
-            overlap = set(terms) & set(losses)
+            overlap = set(terms) & (set(distill_losses) | set(losses))
             if overlap:
-                raise ValueError(f'Loss keys {sorted(overlap)} are produced twice.')
-            losses.update(terms)
+                raise ValueError(f'Loss keys {sorted(overlap)} are produced twice: give the '
+                                 'distillation loss another `name` in its config.')
+            distill_losses.update(terms)
+        if self.check_finite:
+            self._check_finite(distill_losses)
+        losses.update(distill_losses)
         return losses
+
+    @staticmethod
+    def _check_finite(terms: Dict[str, torch.Tensor]) -> None:
+        # One device sync for all terms, not one per term.
+        values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+        if not bool(torch.isfinite(values).all()):
+            bad = {k: v.item() for k, v in zip(terms, values) if not torch.isfinite(v)}
+            raise FloatingPointError(
+                f'Distillation loss {", ".join(f"{k} is {v}" for k, v in bad.items())}: lower '
+                'its loss_weight or the learning rate, check the teacher checkpoint, or use fp32 '
+                '(set check_finite=False to train on regardless).')
 
     def _loss_kwargs(self, student_feat: torch.Tensor, inputs: torch.Tensor, data_samples) -> dict:
         """Extra keyword arguments for the losses that accept them (detection passes boxes).
