@@ -135,3 +135,20 @@ def test_dam_ground_truth_supervision_in_detection(tmp_path):
         assert log_vars[f'loss_dam_gt.neck.{level}'] > 0
     # only the DAM-wrapped losses take boxes; the plain TaT losses are unchanged
     assert 'loss_tat_pg.neck.0' in log_vars
+
+
+def test_save_teacher_option(tmp_path):
+    cfg = cls_distiller(tmp_path)
+    model = build('cls', cfg)
+    assert not any(k.startswith('teacher.') for k in model.state_dict())
+    cfg['save_teacher'] = True
+    model = build('cls', cfg)
+    state = model.state_dict()
+    teacher_keys = [k for k in state if k.startswith('teacher.')]
+    assert len(teacher_keys) == len(model.teacher.state_dict())
+    # loading such a state restores the teacher too (and stays strict for everything else)
+    state = {k: v.clone() for k, v in state.items()}
+    state['teacher.head.fc.bias'].fill_(3.0)
+    fresh = build('cls', dict(cfg, save_teacher=False))
+    fresh.load_state_dict(state, strict=True)
+    assert torch.all(fresh.teacher.head.fc.bias == 3.0)

@@ -103,6 +103,12 @@ class DistillPair(nn.Module):
         return results
 
 
+def _add_teacher_state(module: 'BaseDistiller', state_dict: dict, prefix: str, local_metadata):
+    for key, value in module.teacher.state_dict().items():
+        state_dict[f'{prefix}teacher.{key}'] = value
+    return state_dict
+
+
 class BaseDistiller(BaseModel):
     """Distil a frozen teacher into a student of the same OpenMMLab task library.
 
@@ -120,6 +126,9 @@ class BaseDistiller(BaseModel):
             and time. Defaults to None (float32).
         check_finite (bool): Raise ``FloatingPointError`` naming the term when a distillation loss
             is NaN or infinite (costs one device sync per step). Defaults to True.
+        save_teacher (bool): Also write the teacher's weights into training checkpoints (as
+            ``teacher.*``), making them self-contained; loading such a checkpoint restores them
+            into the teacher. Defaults to False: the teacher is reloaded from its own file.
         data_preprocessor (dict, optional): The student's data preprocessor, used when the student
             config has none (the runner passes a config's top-level ``data_preprocessor`` here).
             The distiller always preprocesses with the student's. Defaults to None.
@@ -136,6 +145,7 @@ class BaseDistiller(BaseModel):
                  distill: Sequence[dict],
                  teacher_dtype: Optional[str] = None,
                  check_finite: bool = True,
+                 save_teacher: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg: Optional[dict] = None):
         student_cfg = resolve_model_config(student)
@@ -157,6 +167,10 @@ class BaseDistiller(BaseModel):
         if self._teacher_dtype is not None:
             self.teacher.to(self._teacher_dtype)
         self.check_finite = check_finite
+        if save_teacher:
+            self._register_state_dict_hook(_add_teacher_state)
+        # Always accept `teacher.*` keys (a checkpoint written with save_teacher=True).
+        self._register_load_state_dict_pre_hook(self._load_teacher_state)
         self.pairs = nn.ModuleList()
         student_taps, teacher_taps = {}, {}
         if not distill:
@@ -202,6 +216,12 @@ class BaseDistiller(BaseModel):
         """Adapters check that ``model`` is a model of their task (clear error otherwise)."""
 
     # ----------------------------------------------------------------- teacher handling
+    def _load_teacher_state(self, state_dict, prefix, *args):
+        teacher_keys = [k for k in state_dict if k.startswith(prefix + 'teacher.')]
+        if teacher_keys:
+            teacher_state = {k[len(prefix + 'teacher.'):]: state_dict.pop(k) for k in teacher_keys}
+            self.teacher.load_state_dict(teacher_state, strict=True)
+
     @property
     def teacher(self) -> nn.Module:
         """nn.Module: The frozen teacher (not a registered sub-module, see ``__init__``)."""
