@@ -40,6 +40,10 @@ class TapsComplete(Exception):
 class FeatureTap:
     """Records the output (or input) of one sub-module on every forward pass.
 
+    Tap modules that run once per forward pass (a backbone stage, the FPN neck with ``index``, a
+    decode head layer). A module called several times per pass (a detection head shared across FPN
+    levels) keeps only its last call; tap the neck level instead.
+
     Args:
         model (nn.Module): The model to tap.
         path (str): Dotted module path of the sub-module.
