@@ -48,7 +48,8 @@ def test_quick_demo_table(quick_demo):
         for method in ('student', 'tat', 'tat_dam', 'fitnet'):
             run = json.loads((work_dir / task / method / 'seed0' / 'demo_run.json').read_text())
             assert osp.isfile(run['checkpoint'])
-            assert osp.isfile(osp.join(run['log_dir'], 'vis_data', 'scalars.json'))
+            stamp = osp.basename(run['log_dir'])
+            assert osp.isfile(osp.join(run['log_dir'], 'vis_data', f'{stamp}.json'))
 
 
 def test_quick_demo_figures(quick_demo):

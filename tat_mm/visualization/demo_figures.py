@@ -71,8 +71,11 @@ def build_model(run: dict):
     cfg = _cfg(run)
     scope = SCOPES[run['task']]
     registry = importlib.import_module(f'{scope}.registry').MODELS
+    model_cfg = cfg.model.copy()
+    if cfg.get('data_preprocessor') is not None:  # as MMEngine's Runner does (mmpretrain style)
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(scope):
-        model = registry.build(cfg.model)
+        model = registry.build(model_cfg)
     load_checkpoint(model, run['checkpoint'], map_location='cpu', logger='silent')
     model.eval()
     return model, cfg
@@ -128,7 +131,8 @@ def tat_attention_row(loss, student_feat, teacher_feat, y: int, x: int) -> np.nd
         y, x (int): The teacher pixel.
 
     Returns:
-        np.ndarray: (H, W) weights (sum 1 over the positions that get weight; see the module doc).
+        tuple[np.ndarray, int]: (H, W) weights (see the module doc) and the number of keys the
+        softmax runs over (1 / that is the uniform weight).
     """
     import torch
     from tat_mm.losses.patch_group_tat_loss import group_patches
@@ -154,13 +158,13 @@ def tat_attention_row(loss, student_feat, teacher_feat, y: int, x: int) -> np.nd
                 break
             r, c = divmod(pi, grid[1])
             out[r * ph:(r + 1) * ph, c * pw:(c + 1) * pw] = attn.reshape(ph, pw)
-        return out[:h, :w]
+        return out[:h, :w], ph * pw
     if getattr(loss, 'transposed', False):
         # per-pixel form: teacher pixel i queries the student keys
         logits = q[0].flatten(1).T @ k[0, :, y, x]  # theta(t_i) . gamma(s_j) over j
     else:
         logits = k[0].flatten(1).T @ q[0, :, y, x]  # gamma(s_i) . theta(t_j) over j
-    return torch.softmax(logits, 0).reshape(h, w).numpy()
+    return torch.softmax(logits, 0).reshape(h, w).numpy(), h * w
 
 
 def _patch_layout(loss, h: int, w: int):
@@ -232,7 +236,7 @@ def draw_attention(task: str, work_dir: str, out_dir: str, num_images: int = 3) 
         s, t = s_all[b:b + 1], t_all[b:b + 1]
         h, w = t.shape[-2:]
         y, x = _pick_pixel(task, sample, h, w, img.shape[:2])
-        attn = tat_attention_row(loss, s, t, y, x)
+        attn, num_keys = tat_attention_row(loss, s, t, y, x)
         sy, sx = img.shape[0] / h, img.shape[1] / w
         axes[b, 0].imshow(img)
         axes[b, 0].add_patch(plt.Rectangle((x * sx, y * sy), sx, sy, fill=False, ec='red', lw=2))
@@ -240,7 +244,7 @@ def draw_attention(task: str, work_dir: str, out_dir: str, num_images: int = 3) 
         im = axes[b, 1].imshow(attn, cmap='jet')
         axes[b, 1].plot([x], [y], 'w+', ms=10, mew=2)
         axes[b, 1].set_title(f'attention over student map\nmax {attn.max():.3f}, uniform '
-                             f'{1 / max(1, (attn > 0).sum()):.3f}', fontsize=8)
+                             f'{1 / num_keys:.3f}', fontsize=8)
         fig.colorbar(im, ax=axes[b, 1], fraction=0.046)
         axes[b, 2].imshow(_overlay(img, attn))
         axes[b, 2].set_title('overlaid on the image', fontsize=8)
@@ -385,9 +389,20 @@ def _boxes(ax, boxes, labels, scores, palette):
 
 
 # ----------------------------------------------------------------------------- (d) losses
-def read_scalars(log_dir: str) -> List[dict]:
-    path = osp.join(log_dir, 'vis_data', 'scalars.json')
-    if not osp.isfile(path):
+def read_scalars(log_dir: str, search_dir: Optional[str] = None) -> List[dict]:
+    """The scalar log of one run: MMEngine's ``vis_data/<timestamp>.json`` (only this run's lines;
+    ``scalars.json`` appends the runs of a work dir), else ``scalars.json``. Runs of an older demo
+    that shared mmseg's / mmdet's named visualizer wrote it into another run's ``vis_data``:
+    ``search_dir`` is then searched for ``<timestamp>.json``."""
+    import glob
+    stamp = osp.basename(osp.normpath(log_dir))
+    candidates = [osp.join(log_dir, 'vis_data', f'{stamp}.json'),
+                  osp.join(log_dir, 'vis_data', 'scalars.json')]
+    if search_dir:
+        candidates += sorted(glob.glob(osp.join(search_dir, '**', 'vis_data', f'{stamp}.json'),
+                                       recursive=True))
+    path = next((c for c in candidates if osp.isfile(c)), None)
+    if path is None:
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -402,7 +417,7 @@ def draw_loss_curves(task: str, work_dir: str, out_dir: str) -> Optional[str]:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for method, run in runs:
-        rows = [r for r in read_scalars(run['log_dir']) if 'loss' in r and 'step' in r]
+        rows = [r for r in read_scalars(run['log_dir'], osp.join(work_dir, task)) if 'loss' in r and 'step' in r]
         if not rows:
             continue
         steps = [r['step'] for r in rows]

@@ -1,0 +1,16 @@
+# Demo FitNet baseline (detection): 1x1 conv + BN connector and MSE on P3 and P4, same taps and
+# weight as tat.py.
+#   python tools/train.py configs/demo/det/fitnet.py
+_base_ = './student.py'
+
+teacher_checkpoint = 'work_dirs/demo/det/teacher/teacher.pth'
+model = dict(
+    _delete_=True,
+    type='DetDistiller',
+    student={{_base_.model}},
+    teacher=dict(config='configs/demo/det/teacher.py', checkpoint=teacher_checkpoint),
+    distill=[
+        dict(student='neck', teacher='neck', index=[0, 1],
+             losses=[dict(type='FitNetLoss', student_channels=64, teacher_channels=128,
+                          loss_weight=1.0)]),
+    ])

@@ -1,0 +1,17 @@
+# Demo TaT (detection): teacher.py -> student.py, TaT (Eq. 7, gamma / phi conv3x3 + BN, theta
+# identity) on the FPN's P3 (12x12) and P4 (6x6), weight 1.0 per level as in the repository's
+# RetinaNet config for the small levels (not tuned here).
+#   python tools/train.py configs/demo/det/tat.py   (after the teacher; tools/demo.py does both)
+_base_ = './student.py'
+
+teacher_checkpoint = 'work_dirs/demo/det/teacher/teacher.pth'
+model = dict(
+    _delete_=True,
+    type='DetDistiller',
+    student={{_base_.model}},
+    teacher=dict(config='configs/demo/det/teacher.py', checkpoint=teacher_checkpoint),
+    distill=[
+        dict(student='neck', teacher='neck', index=[0, 1],
+             losses=[dict(type='TaTLoss', student_channels=64, teacher_channels=128,
+                          loss_weight=1.0)]),
+    ])

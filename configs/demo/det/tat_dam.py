@@ -1,0 +1,18 @@
+# Demo TaT + DAM (detection): the TaT of tat.py confined to the areas SoKD's DAM finds (10 classes,
+# top-4 areas, trained with the ground-truth boxes through its CenterNet loss); DAM untuned.
+#   python tools/train.py configs/demo/det/tat_dam.py
+_base_ = './student.py'
+
+teacher_checkpoint = 'work_dirs/demo/det/teacher/teacher.pth'
+model = dict(
+    _delete_=True,
+    type='DetDistiller',
+    student={{_base_.model}},
+    teacher=dict(config='configs/demo/det/teacher.py', checkpoint=teacher_checkpoint),
+    dam_gt_supervision=True,
+    distill=[
+        dict(student='neck', teacher='neck', index=[0, 1],
+             losses=[dict(type='DAMDistillLoss', student_channels=64, teacher_channels=128,
+                          feature_loss=dict(type='TaTLoss', loss_weight=1.0),
+                          dam=dict(num_classes=10, feat_channels=64, init_size=3.0), topk=4)]),
+    ])

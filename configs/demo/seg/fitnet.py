@@ -1,0 +1,16 @@
+# Demo FitNet baseline (segmentation): 1x1 conv + BN connector and MSE on
+# decode_head.sep_bottleneck, same tap and total weight as tat.py (0.15).
+#   python tools/train.py configs/demo/seg/fitnet.py
+_base_ = './student.py'
+
+teacher_checkpoint = 'work_dirs/demo/seg/teacher/teacher.pth'
+model = dict(
+    _delete_=True,
+    type='SegDistiller',
+    student={{_base_.model}},
+    teacher=dict(config='configs/demo/seg/teacher.py', checkpoint=teacher_checkpoint),
+    distill=[
+        dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
+             losses=[dict(type='FitNetLoss', student_channels=32, teacher_channels=128,
+                          loss_weight=0.15)]),
+    ])

@@ -1,0 +1,22 @@
+# Demo TaT + DAM (segmentation): the patch-group TaT of tat.py confined to the areas SoKD's DAM
+# finds (class-agnostic, top-8 areas, DAM untuned); the anchor-point term stays global.
+#   python tools/train.py configs/demo/seg/tat_dam.py
+_base_ = './student.py'
+
+teacher_checkpoint = 'work_dirs/demo/seg/teacher/teacher.pth'
+model = dict(
+    _delete_=True,
+    type='SegDistiller',
+    student={{_base_.model}},
+    teacher=dict(config='configs/demo/seg/teacher.py', checkpoint=teacher_checkpoint),
+    distill=[
+        dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
+             losses=[
+                 dict(type='DAMDistillLoss', student_channels=32, teacher_channels=128,
+                      feature_loss=dict(type='PatchGroupTaTLoss', patches_per_side=4,
+                                        group_size=4, loss_weight=0.1),
+                      dam=dict(num_classes=1, feat_channels=32, init_size=4.0), topk=8),
+                 dict(type='AnchorPointTaTLoss', student_channels=32, teacher_channels=128,
+                      pool_size=4, loss_weight=0.05),
+             ]),
+    ])
