@@ -15,7 +15,7 @@ VGG-19   2, 2, 4, 4, 4
 with widths 64, 128, 256, 512, 512. The classifier (a global average pool and one linear layer) is
 the mmpretrain neck and head.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -23,27 +23,7 @@ from mmcv.cnn import build_norm_layer
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
-
-def check_out_indices(out_indices: Sequence[int], num_stages: int, owner: str) -> Tuple[int, ...]:
-    """Normalise ``out_indices`` (negative values count from the end) and check their range."""
-    if isinstance(out_indices, int):
-        out_indices = (out_indices, )
-    result = []
-    for index in out_indices:
-        if not -num_stages <= index < num_stages:
-            raise ValueError(f'{owner}: out_indices {tuple(out_indices)} out of range for '
-                             f'{num_stages} stages')
-        result.append(index % num_stages)
-    return tuple(result)
-
-
-def default_init_cfg() -> List[dict]:
-    """Kaiming-normal (fan_out, ReLU) convs and unit-scale norms, as the CRD models initialise."""
-    return [
-        dict(type='Kaiming', layer=['Conv2d'], mode='fan_out', nonlinearity='relu',
-             distribution='normal'),
-        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm']),
-    ]
+from .backbone_utils import check_out_indices, default_init_cfg
 
 
 @MODELS.register_module()

@@ -6,7 +6,7 @@ per stage. The network's closing BN-ReLU (before pooling) belongs to ``layer3`` 
 returns the activated 8x8 feature the classifier sees (CRD keeps it as separate ``bn1``/``relu``).
 WRN-40-2: depth=40, widen_factor=2 (128 channels out); WRN-16-2: 16, 2; WRN-40-1: 40, 1.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -15,27 +15,9 @@ from mmcv.cnn import build_norm_layer
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 
-
-def check_out_indices(out_indices: Sequence[int], num_stages: int, owner: str) -> Tuple[int, ...]:
-    """Normalise ``out_indices`` (negative values count from the end) and check their range."""
-    if isinstance(out_indices, int):
-        out_indices = (out_indices, )
-    result = []
-    for index in out_indices:
-        if not -num_stages <= index < num_stages:
-            raise ValueError(f'{owner}: out_indices {tuple(out_indices)} out of range for '
-                             f'{num_stages} stages')
-        result.append(index % num_stages)
-    return tuple(result)
+from .backbone_utils import check_out_indices, default_init_cfg
 
 
-def default_init_cfg() -> List[dict]:
-    """Kaiming-normal (fan_out, ReLU) convs and unit-scale norms, as the CRD models initialise."""
-    return [
-        dict(type='Kaiming', layer=['Conv2d'], mode='fan_out', nonlinearity='relu',
-             distribution='normal'),
-        dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm']),
-    ]
 class PreActBlock(nn.Module):
     """Pre-activation wide block: BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3, plus the shortcut.
 
