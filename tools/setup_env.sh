@@ -24,6 +24,7 @@ step() { echo "[setup $(date +%H:%M:%S)] $*"; }
 step "virtual environment: $VENV"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PY="$VENV/bin/python"
+export PATH="$VENV/bin:$PATH"  # the venv's ninja drives the parallel mmcv build
 PIP=("$PY" -m pip install --progress-bar off)
 # setuptools<81: mmcv's setup.py imports pkg_resources, removed in setuptools 81.
 "${PIP[@]}" -q -c requirements/stack.txt "pip>=24" setuptools wheel ninja
@@ -41,7 +42,7 @@ if [ -z "$MMCV_WHEEL" ]; then
   tar -xzf "$BUILD"/mmcv-$MMCV_VERSION.tar.gz -C "$BUILD"
   # torch >= 2.10 headers require C++20; mmcv 2.1.0 hard-codes -std=c++17.
   sed -i 's/-std=c++17/-std=c++20/g' "$BUILD/mmcv-$MMCV_VERSION/setup.py"
-  # Print only ninja's "[i/n]" lines (progress) and errors, keep the full log.
+  # The full log goes to a file; every 30 s the last ninja "[i/n]" step is printed as progress.
   set +e
   MMCV_WITH_OPS=1 FORCE_CUDA=0 "$PY" -m pip wheel -v --no-build-isolation --no-deps \
       -w "$BUILD/dist" "$BUILD/mmcv-$MMCV_VERSION" > "$BUILD/build.log" 2>&1 &
