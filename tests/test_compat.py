@@ -52,3 +52,31 @@ def test_fix_is_applied_on_import_and_idempotent():
     assert mmengine_checkpoint.torch is first
     # The stand-in forwards everything else to torch.
     assert mmengine_checkpoint.torch.save is torch.save
+
+
+def test_cpu_distributed_init_uses_gloo_and_no_cuda(monkeypatch):
+    from mmengine.dist import utils as dist_utils
+    assert not torch.cuda.is_available()  # these tests run on CPU machines
+    calls = []
+    monkeypatch.setattr(torch.distributed, 'init_process_group', lambda **kw: calls.append(kw))
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    dist_utils._init_dist_pytorch('nccl')  # what a config's default dist_cfg asks for
+    assert calls == [{'backend': 'gloo'}]
+    # Without the fix, mmengine selects a CUDA device first and fails on a CPU machine.
+    original = dist_utils._init_dist_pytorch.__wrapped__
+    with pytest.raises(RuntimeError):
+        original('gloo')
+
+
+def test_ddp_wrapper_accepts_cpu_modules(monkeypatch):
+    from mmengine.model.wrappers import distributed as mm_ddp
+    seen = {}
+
+    def fake_ddp_init(self, module, **kwargs):  # stands in for torch's DDP (needs a process group)
+        seen.update(kwargs)
+
+    monkeypatch.setattr(torch.nn.parallel.DistributedDataParallel, '__init__', fake_ddp_init)
+    mm_ddp.MMDistributedDataParallel(module=torch.nn.Linear(2, 2), device_ids=[0],
+                                     broadcast_buffers=False)
+    assert 'device_ids' not in seen and seen['broadcast_buffers'] is False
