@@ -115,11 +115,7 @@ def bench_task(task: str, repeats: int, tmp: str) -> dict:
 
 def per_loss_times(distiller, data, repeats: int) -> dict:
     """Forward+backward time of each configured loss alone, on the real tapped features."""
-    teacher_feats = distiller._run_teacher(data['inputs'], data['data_samples'])
-    distiller.student_taps.clear()
-    with torch.no_grad():
-        distiller.student(data['inputs'], data['data_samples'], mode='tensor')
-    student_feats = {k: v.detach() for k, v in distiller.student_taps.pop_all().items()}
+    student_feats, teacher_feats = distiller.tapped_features(data['inputs'], data['data_samples'])
     fns = {}
     for pair in distiller.pairs:
         s_feat = student_feats[pair.student_tap].requires_grad_()

@@ -253,6 +253,17 @@ class BaseDistiller(BaseModel):
             pass
         return self.teacher_taps.pop_all()
 
+    @torch.no_grad()
+    def tapped_features(self, inputs: torch.Tensor, data_samples=None) -> tuple:
+        """Student and teacher features of every tap for a preprocessed batch, without grad.
+
+        For inspection (figures, benchmarks): ``({student tap: tensor}, {teacher tap: tensor})``.
+        """
+        teacher_feats = self._run_teacher(inputs, data_samples)
+        self.student_taps.clear()
+        self.student(inputs, data_samples, mode='tensor')
+        return self.student_taps.pop_all(), teacher_feats
+
     # ----------------------------------------------------------------- forward
     def forward(self, inputs: torch.Tensor, data_samples=None, mode: str = 'tensor'):
         """Same contract as the student's ``forward``; ``loss`` mode adds distillation terms."""

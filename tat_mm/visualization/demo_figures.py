@@ -112,12 +112,7 @@ def _preprocess(model, samples):
 
 def _features(distiller, data) -> Dict[str, Dict]:
     """Student and teacher tapped features of a batch."""
-    import torch
-    with torch.no_grad():
-        teacher = distiller._run_teacher(data['inputs'], data['data_samples'])
-        distiller.student_taps.clear()
-        distiller.student(data['inputs'], data['data_samples'], mode='tensor')
-        student = distiller.student_taps.pop_all()
+    student, teacher = distiller.tapped_features(data['inputs'], data['data_samples'])
     return dict(student=student, teacher=teacher)
 
 
@@ -135,13 +130,13 @@ def tat_attention_row(loss, student_feat, teacher_feat, y: int, x: int) -> np.nd
         softmax runs over (1 / that is the uniform weight).
     """
     import torch
-    from tat_mm.losses.patch_group_tat_loss import group_patches
+    from tat_mm.losses.patch_group_tat_loss import PatchGroupTaTLoss, group_patches
     with torch.no_grad():
         q = loss.query_embed(student_feat.float())
         k = loss.key_embed(teacher_feat.float())
     _, _, h, w = q.shape
-    if type(loss).__name__ == 'PatchGroupTaTLoss' or hasattr(loss, 'group_size'):
-        patch, grid, g = _patch_layout(loss, h, w)
+    if isinstance(loss, PatchGroupTaTLoss):
+        (patch, grid), g = loss.patch_grid(h, w), loss.group_size
         qg = group_patches(q, patch, grid, g)[0]  # (G, ph*pw, g, C)
         kg = group_patches(k, patch, grid, g)[0]
         ph, pw = patch
@@ -165,20 +160,6 @@ def tat_attention_row(loss, student_feat, teacher_feat, y: int, x: int) -> np.nd
     else:
         logits = k[0].flatten(1).T @ q[0, :, y, x]  # gamma(s_i) . theta(t_j) over j
     return torch.softmax(logits, 0).reshape(h, w).numpy(), h * w
-
-
-def _patch_layout(loss, h: int, w: int):
-    """(patch, grid, group_size) of a PatchGroupTaTLoss on an h x w map."""
-    import math
-    for name in ('patch_size', '_patch_size'):
-        ps = getattr(loss, name, None)
-        if ps is not None:
-            ps = (ps, ps) if isinstance(ps, int) else tuple(ps)
-            return ps, (math.ceil(h / ps[0]), math.ceil(w / ps[1])), loss.group_size
-    n = getattr(loss, 'patches_per_side', None) or getattr(loss, '_patches_per_side')
-    n = (n, n) if isinstance(n, int) else tuple(n)
-    ps = (h // n[0], w // n[1])
-    return ps, (math.ceil(h / ps[0]), math.ceil(w / ps[1])), loss.group_size
 
 
 def _first_loss(distiller, type_names):
