@@ -20,7 +20,7 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import DefaultScope
 
 import tat_mm  # noqa: F401
-from tat_mm.testing import fake_batch, offline_model_config
+from tat_mm.testing import fake_batch, offline_model_config, save_random_checkpoint
 
 NUM_CLASSES = 10
 
@@ -88,9 +88,8 @@ def bench_task(task: str, repeats: int, tmp: str) -> dict:
     registry = importlib.import_module(f'{scope}.registry').MODELS
     teacher_cfg = offline_model_config(teacher_path, NUM_CLASSES, size)
     student_cfg = offline_model_config(student_spec, NUM_CLASSES, size)
+    ckpt = save_random_checkpoint(scope, teacher_cfg, f'{tmp}/{task}_teacher.pth')
     with DefaultScope.overwrite_default_scope(scope):
-        ckpt = f'{tmp}/{task}_teacher.pth'
-        torch.save({'state_dict': registry.build(teacher_cfg).state_dict()}, ckpt)
         torch.manual_seed(0)
         plain = registry.build(student_cfg).train()
         distiller = registry.build(dict(

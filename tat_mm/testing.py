@@ -6,9 +6,11 @@ it builds and trains on CPU, offline, and :func:`fake_batch` makes a batch in th
 dataloader yields (what ``model.train_step`` receives).
 """
 import copy
+import importlib
 from typing import Optional, Tuple
 
 import torch
+from mmengine.registry import DefaultScope
 
 from .distill.teacher import resolve_model_config
 
@@ -107,3 +109,38 @@ def fake_batch(task: str, batch_size: int = 2, size: Tuple[int, int] = (64, 64),
             raise ValueError(f"task must be 'cls', 'seg' or 'det'; got {task!r}")
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
+
+
+def save_random_checkpoint(scope: str, model_cfg: dict, path, seed: int = 0,
+                           calibrate_bn: bool = False) -> str:
+    """Build ``model_cfg`` in ``scope`` with random weights and save an MMEngine-style checkpoint.
+
+    Stands in for a trained teacher checkpoint in tests and benchmarks (no downloads here).
+
+    Args:
+        scope (str): 'mmpretrain', 'mmseg' or 'mmdet'.
+        model_cfg (dict): The model config (see :func:`offline_model_config`).
+        path (str | Path): Where to write it.
+        seed (int): Weight-initialisation seed. Defaults to 0.
+        calibrate_bn (bool): Give BN real running statistics from a few random batches. With the
+            initial ones (0/1) a random deep net's eval-mode features are nearly constant over
+            space, which makes attention uniform and can hide bugs. Defaults to False.
+
+    Returns:
+        str: ``path``.
+    """
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    torch.manual_seed(seed)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.build(model_cfg)
+    if calibrate_bn:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.momentum = None  # cumulative average
+        model.train()
+        with torch.no_grad():
+            for _ in range(3):
+                images = torch.randn(2, 3, 64, 64)
+                model.extract_feat(images) if scope == 'mmdet' else model(images, mode='tensor')
+    torch.save({'meta': {}, 'state_dict': model.state_dict()}, str(path))
+    return str(path)

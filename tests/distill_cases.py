@@ -3,12 +3,7 @@
 Teachers are R50 models of each library (made offline and given a generated checkpoint), students
 R18 models; the configs are what a user writes, minus the download URLs.
 """
-import importlib
-
-import torch
-from mmengine.registry import DefaultScope
-
-from tat_mm.testing import offline_model_config
+from tat_mm.testing import offline_model_config, save_random_checkpoint
 
 NUM_CLASSES = 5
 
@@ -24,23 +19,8 @@ SIZES = {'cls': (64, 64), 'seg': (64, 64), 'det': (64, 96)}  # cls: layer4 is 2x
 
 
 def save_checkpoint(scope: str, model_cfg: dict, path) -> str:
-    """Build ``model_cfg`` in ``scope`` with random weights and save an MMEngine-style checkpoint."""
-    registry = importlib.import_module(f'{scope}.registry').MODELS
-    torch.manual_seed(1)
-    with DefaultScope.overwrite_default_scope(scope):
-        model = registry.build(model_cfg)
-    # Give BN real running statistics: with the initial ones (0/1) a random deep net's eval-mode
-    # features are nearly constant over space, which makes attention uniform and hides bugs.
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.momentum = None  # cumulative average
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            images = torch.randn(2, 3, 64, 64)
-            model.extract_feat(images) if scope == 'mmdet' else model(images, mode='tensor')
-    torch.save({'meta': {}, 'state_dict': model.state_dict()}, str(path))
-    return str(path)
+    """A random-weight teacher checkpoint with calibrated BN statistics."""
+    return save_random_checkpoint(scope, model_cfg, path, seed=1, calibrate_bn=True)
 
 
 def seg_teacher(tmp_path):

@@ -20,7 +20,7 @@ from mmengine.registry import PARAM_SCHEDULERS, DefaultScope
 
 import tat_mm  # noqa: F401  (registers the distillers, losses and CIFAR backbones)
 from tat_mm.distill import resolve_model_config
-from tat_mm.testing import fake_batch, offline_model_config
+from tat_mm.testing import fake_batch, offline_model_config, save_random_checkpoint
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / 'configs'
 CONFIGS = sorted(
@@ -71,11 +71,7 @@ def teacher_checkpoints(tmp_path_factory):
             model_cfg = offline_model_config(teacher['config'])
             if teacher.get('cfg_options'):
                 model_cfg.merge(teacher['cfg_options'])
-            torch.manual_seed(0)
-            with DefaultScope.overwrite_default_scope(scope):
-                model = registry(scope).build(model_cfg)
-            path = str(folder / f'teacher_{len(cache)}.pth')
-            torch.save({'meta': {}, 'state_dict': model.state_dict()}, path)
+            path = save_random_checkpoint(scope, model_cfg, folder / f'teacher_{len(cache)}.pth')
             cache[key] = (model_cfg, path)
         return cache[key]
 
