@@ -116,15 +116,32 @@ def build_teacher(teacher: dict, registry: Registry, scope: Optional[str] = None
     if not teacher.get('checkpoint'):
         raise ValueError('`teacher.checkpoint` is not set: a distillation teacher needs trained '
                          'weights. Give the path or URL of the teacher checkpoint.')
+    model = build_teacher_model(teacher, registry, scope)
+    load_checkpoint_strict(model, teacher['checkpoint'], 'teacher')
+    return freeze(model)
+
+
+def build_teacher_model(teacher: dict, registry: Registry, scope: Optional[str] = None) -> nn.Module:
+    """Build the teacher's architecture from ``teacher['config']`` (and ``cfg_options``), no weights.
+
+    Used by :func:`build_teacher` and by ``tools/inspect_taps.py``, which needs the teacher's
+    shapes but not its checkpoint.
+
+    Args:
+        teacher (dict): See :func:`build_teacher`; ``checkpoint`` is not read.
+        registry (Registry): The task library's ``MODELS`` registry.
+        scope (str, optional): The task library's scope. Defaults to None.
+
+    Returns:
+        nn.Module: The teacher with freshly initialised (random) weights.
+    """
     model_cfg = resolve_model_config(teacher['config'])
     if teacher.get('cfg_options'):
         model_cfg.merge(teacher["cfg_options"])
     # The checkpoint replaces every weight, so do not fetch backbone pre-training weights.
     model_cfg.pop('pretrained', None)
     with DefaultScope.overwrite_default_scope(scope):
-        model = registry.build(model_cfg)
-    load_checkpoint_strict(model, teacher['checkpoint'], 'teacher')
-    return freeze(model)
+        return registry.build(model_cfg)
 
 
 def freeze(model: nn.Module) -> nn.Module:
