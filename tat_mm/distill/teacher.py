@@ -70,7 +70,9 @@ def load_checkpoint_strict(model: nn.Module, checkpoint: str, model_name: str = 
     """
     if '://' not in checkpoint and not osp.isfile(osp.expanduser(checkpoint)):
         raise FileNotFoundError(f'The {model_name} checkpoint {checkpoint!r} does not exist. Set '
-                                f'`{model_name}.checkpoint` to the trained {model_name} weights.')
+                                f'`model.{model_name}.checkpoint` to the trained {model_name} '
+                                f'weights (in the config, or --cfg-options '
+                                f'model.{model_name}.checkpoint=PATH).')
     ckpt = _load_checkpoint(checkpoint, map_location='cpu')
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
     # Checkpoints saved from a (distributed) wrapper carry a 'module.' prefix.
@@ -114,8 +116,9 @@ def build_teacher(teacher: dict, registry: Registry, scope: Optional[str] = None
         raise ValueError('`teacher` must be dict(config=<path or model dict>, checkpoint=<path or '
                          f'url>[, cfg_options=dict(...)]); got keys {sorted(teacher)}.')
     if not teacher.get('checkpoint'):
-        raise ValueError('`teacher.checkpoint` is not set: a distillation teacher needs trained '
-                         'weights. Give the path or URL of the teacher checkpoint.')
+        raise ValueError('`model.teacher.checkpoint` is not set: a distillation teacher needs '
+                         'trained weights. Give the path or URL of the teacher checkpoint (in the '
+                         'config, or --cfg-options model.teacher.checkpoint=PATH).')
     model = build_teacher_model(teacher, registry, scope)
     load_checkpoint_strict(model, teacher['checkpoint'], 'teacher')
     return freeze(model)
