@@ -19,3 +19,12 @@ __all__ = [
 from .dam_distill_loss import DAMDistillLoss  # noqa: E402
 
 __all__ += ['DAMDistillLoss']
+# The baselines (issue 15): CWD, DKD, AT, ReviewKD (multi-tap), PKD, MGD.
+from .at_loss import ATLoss  # noqa: E402
+from .channel_wise_divergence_loss import ChannelWiseDivergenceLoss  # noqa: E402
+from .dkd_loss import DKDLoss  # noqa: E402
+from .mgd_loss import MGDLoss  # noqa: E402
+from .pkd_loss import PKDLoss  # noqa: E402
+from .review_kd_loss import ReviewKDLoss  # noqa: E402
+
+__all__ += ['ATLoss', 'ChannelWiseDivergenceLoss', 'DKDLoss', 'MGDLoss', 'PKDLoss', 'ReviewKDLoss']
