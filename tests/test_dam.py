@@ -210,8 +210,10 @@ def test_extraction_bad_inputs():
 
 
 # ----------------------------------------------------------------------------- the DAM module
-def test_dam_shapes_init_and_errors():
-    dam = DAM(in_channels=8, num_classes=3, feat_channels=4)
+@pytest.mark.parametrize('shared_conv,stride', [(True, 1), (False, 1), (True, 2)],
+                         ids=['shared', 'separate', 'shared-stride2'])
+def test_dam_shapes_init_and_errors(shared_conv, stride):
+    dam = DAM(in_channels=8, num_classes=3, feat_channels=4, shared_conv=shared_conv, stride=stride)
     x = torch.randn(2, 8, 7, 7)
     out = dam(x)
     assert out['heatmap'].shape == (2, 3, 7, 7)
@@ -228,9 +230,41 @@ def test_dam_shapes_init_and_errors():
         DAM(0)
     with pytest.raises(ValueError, match=r'\(B, 8, H, W\)'):
         dam(torch.randn(2, 4, 7, 7))
-    # One DAM processes every FPN level (convs are size-agnostic).
-    for s in (32, 16, 8, 4, 2):
+    with pytest.raises(ValueError, match='stride'):
+        DAM(8, stride=4)
+    # One DAM processes every FPN level (convs are size-agnostic), odd sizes too.
+    for s in (32, 16, 8, 5, 4, 2, 1):
         assert dam.detect(torch.randn(1, 8, s, s), k=8)['mask'].shape == (1, 1, s, s)
+
+
+def test_dam_head_structures():
+    """Default: one shared conv3x3 + ReLU trunk and a conv1x1 per head; shared_conv=False: three
+    separate conv3x3 -> ReLU -> conv1x1 heads. A shared DAM equals a separate one whose three first
+    convs are the same conv, and stride 2 is the same heads on the 2x2-pooled map, upsampled."""
+    torch.manual_seed(0)
+    shared, separate = DAM(8, num_classes=2, feat_channels=4), DAM(8, 2, 4, shared_conv=False)
+    assert separate.trunk is None and len(separate.size_head) == 3
+    assert shared.trunk[0].kernel_size == (3, 3) and len(shared.size_head) == 1
+    n_params = [sum(p.numel() for p in m.parameters()) for m in (shared, separate)]
+    assert n_params[0] < n_params[1]
+    for head in ('heatmap_head', 'size_head', 'offset_head'):
+        getattr(separate, head)[0].load_state_dict(shared.trunk[0].state_dict())
+        getattr(separate, head)[2].load_state_dict(getattr(shared, head)[0].state_dict())
+    x = torch.randn(2, 8, 7, 6)
+    for key, value in shared(x).items():
+        torch.testing.assert_close(value, separate(x)[key], msg=key)
+
+    strided = DAM(8, num_classes=2, feat_channels=4, stride=2)
+    strided.load_state_dict(shared.state_dict())
+    pooled = torch.nn.functional.avg_pool2d(x, 2, 2, ceil_mode=True)  # 4x3 cells
+    low = shared(pooled)
+    out = strided(x)
+    assert out['heatmap'].shape == (2, 2, 7, 6)
+    up = torch.nn.functional.interpolate(low['size'], size=(7, 6), mode='bilinear', align_corners=False)
+    torch.testing.assert_close(out['size'], up)
+    logits = torch.nn.functional.interpolate(torch.logit(low['heatmap'].double()), size=(7, 6),
+                                             mode='bilinear', align_corners=False)
+    torch.testing.assert_close(out['heatmap'].double(), logits.sigmoid(), rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- CenterNet targets
@@ -290,8 +324,8 @@ def test_centernet_loss_trains_all_dam_heads():
     losses = centernet_loss(out, t)
     assert set(losses) == {'loss_heatmap', 'loss_size', 'loss_offset'}
     sum(losses.values()).backward()
-    for head in (dam.heatmap_head, dam.size_head, dam.offset_head):
-        assert head[0].weight.grad is not None and head[0].weight.grad.abs().sum() > 0
+    for name, p in dam.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
     perfect = dict(heatmap=t['heatmap'].clamp(1e-4, 1 - 1e-4), size=torch.zeros(1, 2, 8, 8),
                    offset=torch.zeros(1, 2, 8, 8))
     perfect['size'][0, :, 2, 3] = t['size'][0]

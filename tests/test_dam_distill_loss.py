@@ -70,8 +70,8 @@ def test_terms_and_gradient_flow():
     # The DAM loss trains DAM (all three heads) and the student adapter; still nothing to teacher.
     s.grad = None
     out['loss_dam'].backward()
-    for head in (loss.dam.heatmap_head, loss.dam.size_head, loss.dam.offset_head):
-        assert _grad_ok(head[0].weight) and _grad_ok(head[2].weight)
+    for name, p in loss.dam.named_parameters():
+        assert _grad_ok(p), name
     assert _grad_ok(loss.align[0].weight)
     assert _grad_ok(s) and t.grad is None
 
@@ -144,6 +144,65 @@ def test_empty_mask_gives_zero_feature_loss():
     assert out['loss_feat'].item() == 0
     out['loss_feat'].backward()  # still part of the graph
     assert t.grad is None
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in loss.feature_loss.parameters())
+
+
+def test_forward_never_syncs_with_the_host(monkeypatch):
+    """No bool(tensor) / .item() in a step: on a GPU each one would stall the stream."""
+    loss = _build(feature_loss=dict(type='HierarchicalTaTLoss', pool_size=2, patch_size=2),
+                  area_source='union')
+    s, t = _feats(h=8, w=8)
+
+    def no_sync(*args):
+        raise AssertionError('host sync in DAMDistillLoss.forward')
+
+    monkeypatch.setattr(torch.Tensor, '__bool__', no_sync)
+    monkeypatch.setattr(torch.Tensor, 'item', no_sync)
+    out = loss(s, t)
+    monkeypatch.undo()
+    assert set(out) == {'loss_feat_tat_pg', 'loss_feat_tat_ap', 'loss_dam'}
+
+
+def _masked_hierarchical(**kwargs):
+    cfg = dict(type='HierarchicalTaTLoss', pool_size=2, patches_per_side=2, group_size=2,
+               patch_weight=0.1, anchor_weight=0.05)
+    return _build(feature_loss=cfg, **kwargs)
+
+
+def test_hierarchical_loss_has_both_terms_masked():
+    """The patch-group term with the mask patched, the anchor-point term with the mask pooled:
+    against the float64 loop reference (tests/tat_reference.py) with the DAM mask as weight."""
+    from tat_reference import embed, ref_anchor_maps, ref_patch_group_maps
+    loss = _masked_hierarchical(area_source='teacher', topk=2).double()
+    s, t = _feats(h=9, w=8)  # 9 rows: padded patches and a partial anchor row
+    s, t = s.detach().double().requires_grad_(), t.detach().double()
+    out = loss(s, t)
+    assert set(out) == {'loss_feat_tat_pg', 'loss_feat_tat_ap', 'loss_dam'}
+    with torch.no_grad():
+        o = loss.dam(t)
+        mask = extract_areas(o['heatmap'], o['size'], o['offset'], k=2)['mask'].double()
+    assert 0 < mask.mean() < 1  # a real restriction, and partly inside the padded border
+    q, k, v = embed(loss.feature_loss, s, t)
+    expected_pg = 0.1 * ref_patch_group_maps(q, k, v, t, mask, per_side=(2, 2), group=2)
+    expected_ap = 0.05 * ref_anchor_maps(q, k, v, t, mask, pool=2)
+    torch.testing.assert_close(out['loss_feat_tat_pg'], expected_pg, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(out['loss_feat_tat_ap'], expected_ap, rtol=1e-9, atol=1e-12)
+    unmasked = loss.feature_loss(s, t)
+    assert not torch.allclose(out['loss_feat_tat_ap'], unmasked['loss_tat_ap'])
+    grad, = torch.autograd.grad(out['loss_feat_tat_pg'] + out['loss_feat_tat_ap'], s)
+    ref_grad, = torch.autograd.grad(expected_pg + expected_ap, s)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-8, atol=1e-12)
+
+
+def test_hierarchical_loss_empty_mask_gives_zero_terms():
+    loss = _masked_hierarchical(score_thr=1.0)
+    s, t = _feats(h=8, w=8)
+    out = loss(s, t)
+    assert out['loss_feat_tat_pg'].item() == 0 and out['loss_feat_tat_ap'].item() == 0
+    (out['loss_feat_tat_pg'] + out['loss_feat_tat_ap']).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all()
+               for p in loss.feature_loss.parameters())
 
 
 @pytest.mark.parametrize('mode', ['binary', 'sum', 'score'])

@@ -2,7 +2,8 @@
 # 2022).
 # Paper: 73.85 mIoU (student alone 68.46, teacher 78.43). Ours: not measured.
 # Patch-group TaT (32 patches per side, groups of 1, delta = 0.1) + anchor-point TaT (2x2 pooling,
-# zeta = 0.05) on the decoder feature.
+# zeta = 0.05) on the decoder feature,
+# one shared gamma / theta / phi for both terms (HierarchicalTaTLoss, as the authors' code).
 # Student and schedule: deeplabv3plus_mbv2_voc_student.py (this file inherits it).
 #   python tools/train.py configs/seg/deeplabv3plus_r101_to_mbv2_voc_tat.py
 #   bash tools/dist_train.sh configs/seg/deeplabv3plus_r101_to_mbv2_voc_tat.py 4
@@ -23,9 +24,10 @@ model = dict(
     distill=[
         dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
              losses=[
-                 dict(type='PatchGroupTaTLoss', student_channels=512, teacher_channels=512,
-                      patches_per_side=32, group_size=1, loss_weight=0.1),
-                 dict(type='AnchorPointTaTLoss', student_channels=512, teacher_channels=512,
-                      pool_size=2, loss_weight=0.05),
+                 # L^P and L^A on one shared gamma / theta / phi (conv1x1 + BN), as the
+                 # authors' distillation_loss_all; logged as loss_tat_pg / loss_tat_ap.
+                 dict(type='HierarchicalTaTLoss', student_channels=512, teacher_channels=512,
+                      patches_per_side=32, group_size=1, pool_size=2,
+                      patch_weight=0.1, anchor_weight=0.05),
              ]),
     ])

@@ -1,8 +1,9 @@
 # TaT + DAM (tat_mm's combination, not in the paper): DeepLabV3+ ResNet-101 -> ResNet-18 on
 # COCO-Stuff 10k (TaT, Lin et al., CVPR 2022).
 # Paper: no number for this run. Ours: not measured.
-# The TaT of ..._tat.py with its patch-group term confined to the areas found by SoKD's DAM
-# (class-agnostic, top-16 areas; DAM settings untuned); the anchor-point term stays global.
+# The TaT of ..._tat.py with both terms confined to the areas found by SoKD's DAM (the
+# anchor-point term with the mask pooled like its anchors; class-agnostic, top-16 areas; DAM's
+# default heads: one shared 64-wide 3x3 conv; untuned).
 # Student and schedule: deeplabv3plus_r18_cocostuff_student.py (this file inherits it).
 #   python tools/train.py configs/seg/deeplabv3plus_r101_to_r18_cocostuff_tat_dam.py
 #   bash tools/dist_train.sh configs/seg/deeplabv3plus_r101_to_r18_cocostuff_tat_dam.py 4
@@ -23,11 +24,9 @@ model = dict(
         dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
              losses=[
                  dict(type='DAMDistillLoss', student_channels=128, teacher_channels=512,
-                      feature_loss=dict(type='PatchGroupTaTLoss',
-                                        patches_per_side=32, group_size=2, loss_weight=0.6),
-                      dam=dict(num_classes=1, feat_channels=128, init_size=8.0), topk=16,
-                      dam_loss_weight=1.0),
-                 dict(type='AnchorPointTaTLoss', student_channels=128, teacher_channels=512,
-                      pool_size=4, loss_weight=0.6),
+                      feature_loss=dict(type='HierarchicalTaTLoss', patches_per_side=32,
+                                        group_size=2, pool_size=4, patch_weight=0.6,
+                                        anchor_weight=0.6),
+                      dam=dict(num_classes=1, init_size=8.0), topk=16, dam_loss_weight=1.0),
              ]),
     ])

@@ -1,7 +1,8 @@
 # TaT: DeepLabV3+ ResNet-101 -> ResNet-18 on Pascal VOC 2012 + SBD aug (TaT, Lin et al., CVPR 2022).
 # Paper: 75.76 mIoU (student alone 72.07, teacher 78.43). Ours: not measured.
 # Patch-group TaT (16 patches per side, groups of 4, delta = 0.1) + anchor-point TaT (4x4 pooling,
-# zeta = 0.05) on the decoder feature.
+# zeta = 0.05) on the decoder feature,
+# one shared gamma / theta / phi for both terms (HierarchicalTaTLoss, as the authors' code).
 # Student and schedule: deeplabv3plus_r18_voc_student.py (this file inherits it).
 #   python tools/train.py configs/seg/deeplabv3plus_r101_to_r18_voc_tat.py
 #   bash tools/dist_train.sh configs/seg/deeplabv3plus_r101_to_r18_voc_tat.py 4
@@ -22,9 +23,10 @@ model = dict(
     distill=[
         dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
              losses=[
-                 dict(type='PatchGroupTaTLoss', student_channels=128, teacher_channels=512,
-                      patches_per_side=16, group_size=4, loss_weight=0.1),
-                 dict(type='AnchorPointTaTLoss', student_channels=128, teacher_channels=512,
-                      pool_size=4, loss_weight=0.05),
+                 # L^P and L^A on one shared gamma / theta / phi (conv1x1 + BN), as the
+                 # authors' distillation_loss_all; logged as loss_tat_pg / loss_tat_ap.
+                 dict(type='HierarchicalTaTLoss', student_channels=128, teacher_channels=512,
+                      patches_per_side=16, group_size=4, pool_size=4,
+                      patch_weight=0.1, anchor_weight=0.05),
              ]),
     ])

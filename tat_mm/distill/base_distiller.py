@@ -27,6 +27,7 @@ LOSS_SHORT_NAMES = {
     'TaTLoss': 'tat',
     'PatchGroupTaTLoss': 'tat_pg',
     'AnchorPointTaTLoss': 'tat_ap',
+    'HierarchicalTaTLoss': 'tat',  # its terms loss_tat_pg / loss_tat_ap keep their names
     'KDLoss': 'kd',
     'FitNetLoss': 'fitnet',
     'DAMDistillLoss': 'dam',

@@ -28,3 +28,6 @@ from .pkd_loss import PKDLoss  # noqa: E402
 from .review_kd_loss import ReviewKDLoss  # noqa: E402
 
 __all__ += ['ATLoss', 'ChannelWiseDivergenceLoss', 'DKDLoss', 'MGDLoss', 'PKDLoss', 'ReviewKDLoss']
+from .hierarchical_tat_loss import HierarchicalTaTLoss  # noqa: E402
+
+__all__ += ['HierarchicalTaTLoss']

@@ -11,6 +11,50 @@ from .tat_attention import build_tat_embeddings, tat_attention
 from .tat_loss import flatten_hw
 
 
+def check_pool_size(owner: str, pool_size: int) -> int:
+    """Check ``pool_size`` at build time (a positive int); returns it."""
+    if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
+        raise ValueError(f'{owner}: pool_size must be a positive int, got {pool_size!r}')
+    return pool_size
+
+
+def check_pool_fits(owner: str, pool_size: int, student_feat: torch.Tensor,
+                    teacher_feat: torch.Tensor) -> None:
+    """Raise ``ValueError`` when the pooling window is larger than the map."""
+    height, width = student_feat.shape[2:]
+    if pool_size > min(height, width):
+        raise ValueError(f'{owner}: pool_size {pool_size} is larger than the {height}x{width} map '
+                         f'(student {tuple(student_feat.shape)}, teacher {tuple(teacher_feat.shape)})')
+
+
+def anchor_pool(x: torch.Tensor, pool_size: int) -> torch.Tensor:
+    """k x k average pooling, stride k, partial windows at the border averaging their real pixels."""
+    return F.avg_pool2d(x, pool_size, pool_size, ceil_mode=True)
+
+
+def anchor_point_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, target: torch.Tensor,
+                     weight: Optional[torch.Tensor], pool_size: int) -> torch.Tensor:
+    """Anchor-point TaT on already embedded maps: pool everything, full TaT, weighted MSE.
+
+    Args:
+        query (torch.Tensor): (B, Ct, H, W) gamma(student).
+        key (torch.Tensor): (B, Ct, H, W) theta(teacher).
+        value (torch.Tensor): (B, Ct, H, W) phi(student).
+        target (torch.Tensor): (B, Ct, H, W) teacher feature.
+        weight (torch.Tensor, optional): (B, 1, H, W) spatial weights (pooled like the features), or
+            None.
+        pool_size (int): pooling kernel and stride k.
+
+    Returns:
+        torch.Tensor: scalar weighted MSE over the anchors.
+    """
+    def pooled(x: torch.Tensor) -> torch.Tensor:
+        return flatten_hw(anchor_pool(x, pool_size))
+
+    rebuilt = tat_attention(pooled(query), pooled(key), pooled(value))
+    return weighted_mse(rebuilt, pooled(target), None if weight is None else pooled(weight))
+
+
 @MODELS.register_module()
 class AnchorPointTaTLoss(BaseFeatureLoss):
     """Full TaT (Eq. 7) over anchors obtained by k x k average pooling with stride k.
@@ -26,6 +70,9 @@ class AnchorPointTaTLoss(BaseFeatureLoss):
     ``weight`` (B, 1, H, W) is average-pooled like the features, and the MSE is
     ``sum(w * d^2) / (Ct * sum(w))`` over anchors and channels (all-ones weight = plain mean, all-zero
     weight = 0). It only confines the loss, not the attention.
+
+    For the paper's segmentation objective (this term plus the patch-group term on the *same*
+    embeddings, as the authors train it) use :class:`HierarchicalTaTLoss`; this loss is one term alone.
 
     Args:
         student_channels (int): student width Cs.
@@ -46,28 +93,18 @@ class AnchorPointTaTLoss(BaseFeatureLoss):
                  value_embed: str = 'conv1x1',
                  loss_weight: float = 1.0):
         super().__init__(student_channels, teacher_channels, loss_weight)
-        if not isinstance(pool_size, int) or pool_size < 1:
-            raise ValueError(f'{type(self).__name__}: pool_size must be a positive int, got {pool_size!r}')
-        self.pool_size = pool_size
+        self.pool_size = check_pool_size(type(self).__name__, pool_size)
         self.query_embed, self.key_embed, self.value_embed = build_tat_embeddings(
             student_channels, teacher_channels, query_embed, key_embed, value_embed)
 
     def check_inputs(self, student_feat, teacher_feat, weight) -> None:
         super().check_inputs(student_feat, teacher_feat, weight)
-        height, width = student_feat.shape[2:]
-        if self.pool_size > min(height, width):
-            raise ValueError(f'{type(self).__name__}: pool_size {self.pool_size} is larger than the '
-                             f'{height}x{width} map (student {tuple(student_feat.shape)}, teacher '
-                             f'{tuple(teacher_feat.shape)})')
+        check_pool_fits(type(self).__name__, self.pool_size, student_feat, teacher_feat)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, self.pool_size, self.pool_size, ceil_mode=True)
+        return anchor_pool(x, self.pool_size)
 
     def compute_loss(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
                      weight: Optional[torch.Tensor]) -> torch.Tensor:
-        query = flatten_hw(self.pool(self.query_embed(student_feat)))
-        key = flatten_hw(self.pool(self.key_embed(teacher_feat)))
-        value = flatten_hw(self.pool(self.value_embed(student_feat)))
-        rebuilt = tat_attention(query, key, value)
-        return weighted_mse(rebuilt, flatten_hw(self.pool(teacher_feat)),
-                            None if weight is None else flatten_hw(self.pool(weight)))
+        return anchor_point_tat(self.query_embed(student_feat), self.key_embed(teacher_feat),
+                                self.value_embed(student_feat), teacher_feat, weight, self.pool_size)

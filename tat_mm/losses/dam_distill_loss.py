@@ -8,6 +8,10 @@ Per call::
     mask      = areas(s_dam | t_dam | union | intersection)   # no gradient
     loss_feat = feature_loss(student, teacher, weight=mask)   # the wrapped loss, its own weight
 
+A wrapped loss with several terms (``HierarchicalTaTLoss``: ``{loss_tat_pg, loss_tat_ap}``) has each
+term masked (the anchor-point term with the mask average-pooled like its features) and returned as
+``loss_feat_<term>`` (``loss_feat_tat_pg``, ``loss_feat_tat_ap``).
+
 Gradient flow (decided here, following the public code's "match the student's DAM outputs to the
 teacher's"): the teacher branch of the DAM is a fixed target and gets no gradient from the DAM loss
 (it runs under ``no_grad`` unless ground-truth supervision is on; the teacher feature is always
@@ -38,8 +42,8 @@ class DAMDistillLoss(nn.Module):
 
     Args:
         feature_loss (dict): Config of the wrapped feature loss (any loss with
-            ``forward(student, teacher, weight=None)``). ``student_channels`` and
-            ``teacher_channels`` are filled in when missing.
+            ``forward(student, teacher, weight=None)`` returning a scalar or a dict of named
+            scalars). ``student_channels`` and ``teacher_channels`` are filled in when missing.
         dam (dict, optional): Config of the DAM; ``type`` defaults to ``'DAM'`` and ``in_channels``
             to ``teacher_channels`` (it must equal it). Defaults to None (``dict(type='DAM')``).
         student_channels (int): Channels of the student feature.
@@ -165,7 +169,8 @@ class DAMDistillLoss(nn.Module):
 
         Returns:
             dict[str, Tensor]: ``loss_feat`` (the wrapped loss inside the areas, with its own
-            ``loss_weight``), ``loss_dam`` (weighted) and, with ground truth, ``loss_dam_gt``.
+            ``loss_weight``; ``loss_feat_<term>`` per term of a dict-valued wrapped loss),
+            ``loss_dam`` (weighted) and, with ground truth, ``loss_dam_gt``.
         """
         self._check_inputs(student_feat, teacher_feat)
         if (gt_boxes is None) != (gt_labels is None):
@@ -193,12 +198,18 @@ class DAMDistillLoss(nn.Module):
                 raise ValueError(f'weight must be {tuple(mask.shape)}, got {tuple(weight.shape)}')
             mask = mask * weight.detach()
         mask = mask.to(student_feat.dtype)
-        if bool(mask.sum() > 0):
-            loss_feat = self.feature_loss(student_feat, t_in, weight=mask)
+        # An empty mask (possible with 'intersection' or score_thr) leaves nothing to distil, and
+        # sum(w * d^2) / sum(w) would be 0 / 0 in a loss that does not guard it. Then the loss runs
+        # with a mask of ones and is multiplied by 0, which keeps every parameter of the feature
+        # loss in the graph (DDP without find_unused_parameters); decided on the device, no sync.
+        nonempty = mask.sum() > 0
+        loss_feat = self.feature_loss(student_feat, t_in,
+                                      weight=torch.where(nonempty, mask, torch.ones_like(mask)))
+        keep = nonempty.to(mask.dtype)
+        if isinstance(loss_feat, dict):
+            for name, term in loss_feat.items():
+                suffix = name[len('loss_'):] if name.startswith('loss_') else name
+                losses[f'loss_feat_{suffix}'] = term * keep
         else:
-            # An empty mask (possible with 'intersection' or score_thr): nothing to distil, and
-            # sum(w * d^2) / sum(w) would be 0 / 0. A zeroed unmasked call keeps every parameter
-            # of the feature loss in the graph (DDP without find_unused_parameters).
-            loss_feat = self.feature_loss(student_feat, t_in) * 0.0
-        losses['loss_feat'] = loss_feat
+            losses['loss_feat'] = loss_feat * keep
         return losses

@@ -1,5 +1,5 @@
 """What every feature-distillation loss shares: input checks, fp32 computation and the weighted MSE."""
-from typing import Optional
+from typing import Dict, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -40,7 +40,8 @@ def weighted_mse(pred: torch.Tensor,
 class BaseFeatureLoss(nn.Module):
     """Base of the feature losses: checks inputs, detaches the teacher, computes in fp32.
 
-    Subclasses implement :meth:`compute_loss` (and may extend :meth:`check_inputs`).
+    Subclasses implement :meth:`compute_loss` (and may extend :meth:`check_inputs`); a loss with
+    several terms returns them as a dict of named scalars, each multiplied by ``loss_weight``.
     ``forward`` casts fp16/bf16 inputs to fp32 and runs ``compute_loss`` with autocast disabled, so
     mixed-precision training gets a stable fp32 loss from the fp32 embedding parameters.
 
@@ -81,7 +82,7 @@ class BaseFeatureLoss(nn.Module):
     def forward(self,
                 student_feat: torch.Tensor,
                 teacher_feat: torch.Tensor,
-                weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+                weight: Optional[torch.Tensor] = None) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
         """Compute the loss.
 
         Args:
@@ -91,7 +92,8 @@ class BaseFeatureLoss(nn.Module):
                 None (all positions weigh 1).
 
         Returns:
-            torch.Tensor: scalar fp32 (or fp64) loss, already multiplied by ``loss_weight``.
+            torch.Tensor | dict[str, torch.Tensor]: scalar fp32 (or fp64) loss, already multiplied
+            by ``loss_weight`` (or a dict of such terms for multi-term losses).
         """
         self.check_inputs(student_feat, teacher_feat, weight)
         student_feat = to_fp32(student_feat)
@@ -100,9 +102,11 @@ class BaseFeatureLoss(nn.Module):
             weight = weight.detach().to(teacher_feat.dtype)
         with torch.autocast(device_type=student_feat.device.type, enabled=False):
             loss = self.compute_loss(student_feat, teacher_feat, weight)
+        if isinstance(loss, dict):
+            return {name: term * self.loss_weight for name, term in loss.items()}
         return loss * self.loss_weight
 
     def compute_loss(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
-                     weight: Optional[torch.Tensor]) -> torch.Tensor:
-        """Unweighted (by ``loss_weight``) loss on fp32+ inputs with autocast off."""
+                     weight: Optional[torch.Tensor]) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Unweighted (by ``loss_weight``) loss, or dict of terms, on fp32+ inputs with autocast off."""
         raise NotImplementedError

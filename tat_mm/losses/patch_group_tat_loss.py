@@ -20,6 +20,50 @@ def _pair(value: IntPair, name: str, owner: str) -> Tuple[int, int]:
     return pair
 
 
+def parse_patch_layout(owner: str, patch_size: Optional[IntPair], patches_per_side: Optional[IntPair],
+                       group_size: int) -> Tuple[Optional[Tuple[int, int]], Optional[Tuple[int, int]], int]:
+    """Check the patch-group arguments at build time; returns them as ((h, w) | None, (n, m) | None, g).
+
+    Args:
+        owner (str): class name used in the error messages.
+        patch_size (int | tuple[int, int], optional): patch (h, w).
+        patches_per_side (int | tuple[int, int], optional): patches along (H, W).
+        group_size (int): patches per group.
+    """
+    if (patch_size is None) == (patches_per_side is None):
+        raise ValueError(f'{owner}: give exactly one of patch_size and patches_per_side, got '
+                         f'patch_size={patch_size!r}, patches_per_side={patches_per_side!r}')
+    if not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f'{owner}: group_size must be a positive int, got {group_size!r}')
+    return (None if patch_size is None else _pair(patch_size, 'patch_size', owner),
+            None if patches_per_side is None else _pair(patches_per_side, 'patches_per_side', owner),
+            group_size)
+
+
+def patch_grid(height: int, width: int, patch_size: Optional[Tuple[int, int]],
+               patches_per_side: Optional[Tuple[int, int]]) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    """((h, w) patch size, (rows, cols) of patches, padding included) of a ``height x width`` map."""
+    if patch_size is not None:
+        patch = patch_size
+    else:
+        patch = (height // patches_per_side[0], width // patches_per_side[1])
+    return patch, (math.ceil(height / patch[0]), math.ceil(width / patch[1]))
+
+
+def check_patch_layout_fits(owner: str, patch_size: Optional[Tuple[int, int]],
+                            patches_per_side: Optional[Tuple[int, int]], student_feat: torch.Tensor,
+                            teacher_feat: torch.Tensor) -> None:
+    """Raise ``ValueError`` when the patches do not fit the map (naming the loss and the shapes)."""
+    height, width = student_feat.shape[2:]
+    shapes = f'student {tuple(student_feat.shape)}, teacher {tuple(teacher_feat.shape)}'
+    if patch_size is not None and (patch_size[0] > height or patch_size[1] > width):
+        raise ValueError(f'{owner}: patch_size {patch_size} is larger than the {height}x{width} map '
+                         f'({shapes})')
+    if patches_per_side is not None and (patches_per_side[0] > height or patches_per_side[1] > width):
+        raise ValueError(f'{owner}: patches_per_side {patches_per_side} needs patches smaller than one '
+                         f'pixel on the {height}x{width} map ({shapes})')
+
+
 def group_patches(x: torch.Tensor, patch: Tuple[int, int], grid: Tuple[int, int],
                   group_size: int) -> torch.Tensor:
     """Cut (B, C, H, W) into groups of raster-ordered patches: (B, G, h*w, g, C).
@@ -34,6 +78,49 @@ def group_patches(x: torch.Tensor, patch: Tuple[int, int], grid: Tuple[int, int]
     num_groups = math.ceil(nh * nw / group_size)
     x = F.pad(x, (0, 0, 0, 0, 0, num_groups * group_size - nh * nw))
     return x.view(b, num_groups, group_size, ph * pw, c).transpose(2, 3)
+
+
+def patch_group_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, target: torch.Tensor,
+                    weight: Optional[torch.Tensor], patch: Tuple[int, int], grid: Tuple[int, int],
+                    group_size: int) -> torch.Tensor:
+    """Patch-group TaT on already embedded maps (steps 2-5 of :class:`PatchGroupTaTLoss`).
+
+    Args:
+        query (torch.Tensor): (B, Ct, H, W) gamma(student).
+        key (torch.Tensor): (B, Ct, H, W) theta(teacher).
+        value (torch.Tensor): (B, Ct, H, W) phi(student).
+        target (torch.Tensor): (B, Ct, H, W) teacher feature.
+        weight (torch.Tensor, optional): (B, 1, H, W) spatial weights, or None.
+        patch (tuple[int, int]): patch (h, w), see :func:`patch_grid`.
+        grid (tuple[int, int]): patch rows and columns, padding included.
+        group_size (int): patches per group g.
+
+    Returns:
+        torch.Tensor: scalar weighted MSE.
+    """
+    batch, _, height, width = target.shape
+    spatial_pad = grid[0] * patch[0] != height or grid[1] * patch[1] != width
+    group_pad = grid[0] * grid[1] % group_size != 0
+
+    def to_groups(x: torch.Tensor) -> torch.Tensor:
+        return group_patches(x, patch, grid, group_size)  # (B, G, N, g, C)
+
+    target_groups = to_groups(target)
+    key_mask = None
+    if spatial_pad:
+        # (1, G, N, g, 1) validity -> a position is a key if it is real in at least one patch.
+        valid = to_groups(target.new_ones(1, 1, height, width))
+        key_mask = valid.squeeze(-1).amax(-1).bool().unsqueeze(-2)  # (1, G, 1, N)
+    # Channel-concatenate the g patches of a group: (B, G, N, g*C); the batch and the groups are
+    # independent attention problems, as (batch, heads) of the attention kernel.
+    rebuilt = tat_attention(to_groups(query).flatten(3), to_groups(key).flatten(3),
+                            to_groups(value).flatten(3), key_mask)
+    rebuilt = rebuilt.view(target_groups.shape)
+    if weight is None and not (spatial_pad or group_pad):
+        return weighted_mse(rebuilt, target_groups)
+    if weight is None:
+        weight = target.new_ones(batch, 1, height, width)
+    return weighted_mse(rebuilt, target_groups, to_groups(weight))
 
 
 @MODELS.register_module()
@@ -60,6 +147,9 @@ class PatchGroupTaTLoss(BaseFeatureLoss):
 
     Everything is batched with reshapes: no loops over images, patches or groups.
 
+    For the paper's segmentation objective (this term plus the anchor-point term on the *same*
+    embeddings, as the authors train it) use :class:`HierarchicalTaTLoss`; this loss is one term alone.
+
     Args:
         student_channels (int): student width Cs.
         teacher_channels (int): teacher width Ct.
@@ -85,65 +175,23 @@ class PatchGroupTaTLoss(BaseFeatureLoss):
                  value_embed: str = 'conv1x1',
                  loss_weight: float = 1.0):
         super().__init__(student_channels, teacher_channels, loss_weight)
-        name = type(self).__name__
-        if (patch_size is None) == (patches_per_side is None):
-            raise ValueError(f'{name}: give exactly one of patch_size and patches_per_side, got '
-                             f'patch_size={patch_size!r}, patches_per_side={patches_per_side!r}')
-        self.patch_size = None if patch_size is None else _pair(patch_size, 'patch_size', name)
-        self.patches_per_side = (None if patches_per_side is None else
-                                 _pair(patches_per_side, 'patches_per_side', name))
-        if not isinstance(group_size, int) or group_size < 1:
-            raise ValueError(f'{name}: group_size must be a positive int, got {group_size!r}')
-        self.group_size = group_size
+        self.patch_size, self.patches_per_side, self.group_size = parse_patch_layout(
+            type(self).__name__, patch_size, patches_per_side, group_size)
         self.query_embed, self.key_embed, self.value_embed = build_tat_embeddings(
             student_channels, teacher_channels, query_embed, key_embed, value_embed)
 
     def patch_grid(self, height: int, width: int) -> Tuple[Tuple[int, int], Tuple[int, int]]:
         """Return ((h, w) patch size, (rows, cols) of patches) for a map, padding included."""
-        if self.patch_size is not None:
-            patch = self.patch_size
-        else:
-            patch = (height // self.patches_per_side[0], width // self.patches_per_side[1])
-        return patch, (math.ceil(height / patch[0]), math.ceil(width / patch[1]))
+        return patch_grid(height, width, self.patch_size, self.patches_per_side)
 
     def check_inputs(self, student_feat, teacher_feat, weight) -> None:
         super().check_inputs(student_feat, teacher_feat, weight)
-        height, width = student_feat.shape[2:]
-        if self.patch_size is not None and (self.patch_size[0] > height or self.patch_size[1] > width):
-            raise ValueError(f'{type(self).__name__}: patch_size {self.patch_size} is larger than the '
-                             f'{height}x{width} map (student {tuple(student_feat.shape)}, teacher '
-                             f'{tuple(teacher_feat.shape)})')
-        if self.patches_per_side is not None and (self.patches_per_side[0] > height
-                                                   or self.patches_per_side[1] > width):
-            raise ValueError(f'{type(self).__name__}: patches_per_side {self.patches_per_side} needs '
-                             f'patches smaller than one pixel on the {height}x{width} map (student '
-                             f'{tuple(student_feat.shape)}, teacher {tuple(teacher_feat.shape)})')
+        check_patch_layout_fits(type(self).__name__, self.patch_size, self.patches_per_side,
+                                student_feat, teacher_feat)
 
     def compute_loss(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
                      weight: Optional[torch.Tensor]) -> torch.Tensor:
-        batch, _, height, width = teacher_feat.shape
-        patch, grid = self.patch_grid(height, width)
-        spatial_pad = grid[0] * patch[0] != height or grid[1] * patch[1] != width
-        group_pad = grid[0] * grid[1] % self.group_size != 0
-
-        def to_groups(x: torch.Tensor) -> torch.Tensor:
-            return group_patches(x, patch, grid, self.group_size)  # (B, G, N, g, C)
-
-        query = to_groups(self.query_embed(student_feat))
-        key = to_groups(self.key_embed(teacher_feat))
-        value = to_groups(self.value_embed(student_feat))
-        target = to_groups(teacher_feat)
-        key_mask = None
-        if spatial_pad:
-            # (1, G, N, g, 1) validity -> a position is a key if it is real in at least one patch.
-            valid = to_groups(teacher_feat.new_ones(1, 1, height, width))
-            key_mask = valid.squeeze(-1).amax(-1).bool().unsqueeze(-2)  # (1, G, 1, N)
-        # Channel-concatenate the g patches of a group: (B, G, N, g*C); the batch and the groups are
-        # independent attention problems, as (batch, heads) of the attention kernel.
-        rebuilt = tat_attention(query.flatten(3), key.flatten(3), value.flatten(3), key_mask)
-        rebuilt = rebuilt.view(target.shape)
-        if weight is None and not (spatial_pad or group_pad):
-            return weighted_mse(rebuilt, target)
-        if weight is None:
-            weight = teacher_feat.new_ones(batch, 1, height, width)
-        return weighted_mse(rebuilt, target, to_groups(weight))
+        patch, grid = self.patch_grid(*teacher_feat.shape[2:])
+        return patch_group_tat(self.query_embed(student_feat), self.key_embed(teacher_feat),
+                               self.value_embed(student_feat), teacher_feat, weight, patch, grid,
+                               self.group_size)

@@ -1,26 +1,38 @@
 """DAM: SoKD's Distinctive Area Detection Module (CenterNet-style heads on a feature map).
 
-Three heads, each ``conv3x3 -> ReLU -> conv1x1``, predict a K-class centre heatmap, a size map
-(w, h, in feature cells) and an offset map (x, y, from the cell centre, in cells). One DAM (one set
-of parameters) is applied to the teacher feature and to the student feature mapped to the teacher's
-width; :mod:`tat_mm.modules.area_extraction` turns its outputs into areas and masks.
+Three heads predict a K-class centre heatmap, a size map (w, h, in feature cells) and an offset map
+(x, y, from the cell centre, in cells). One DAM (one set of parameters) is applied to the teacher
+feature and to the student feature mapped to the teacher's width;
+:mod:`tat_mm.modules.area_extraction` turns its outputs into areas and masks.
+
+SoKD describes each head as ``conv3x3 -> ReLU -> conv1x1`` (CenterNet) but fixes neither their width
+nor whether they share layers. The 3x3 convs on a wide teacher map are the whole cost of DAM (run on
+both branches, every step), so by default the three heads share that first conv
+(``shared_conv=True``: one ``conv3x3 -> ReLU`` trunk, then one ``conv1x1`` per head, 3x cheaper);
+``shared_conv=False`` gives the three separate heads, and ``stride=2`` runs the heads on a 2x2
+average-pooled map and upsamples their outputs (4x cheaper again, for very large maps).
 """
 import math
 from typing import Dict, Optional
 
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
 from .area_extraction import extract_areas
 
+DAM_STRIDES = (1, 2)
 
-def _head(in_channels: int, feat_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, feat_channels, 3, padding=1),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(feat_channels, out_channels, 1),
-    )
+
+def _conv3x3_relu(in_channels: int, feat_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, feat_channels, 3, padding=1), nn.ReLU(inplace=True))
+
+
+def _head(in_channels: int, feat_channels: int, out_channels: int, with_conv3x3: bool) -> nn.Sequential:
+    """``conv3x3 -> ReLU -> conv1x1`` (separate heads) or just ``conv1x1`` after a shared trunk."""
+    layers = list(_conv3x3_relu(in_channels, feat_channels)) if with_conv3x3 else []
+    return nn.Sequential(*layers, nn.Conv2d(feat_channels, out_channels, 1))
 
 
 @MODELS.register_module()
@@ -30,14 +42,20 @@ class DAM(nn.Module):
     Args:
         in_channels (int): Channels of the input feature (the teacher's width).
         num_classes (int): Heatmap channels K (area classes; 1 = class-agnostic). Defaults to 1.
-        feat_channels (int): Hidden channels of each head. Defaults to 64 (CenterNet's
-            ``head_conv`` for ResNet backbones; heads as wide as a 512- or 2048-channel feature
-            would cost more than the student's own step).
+        feat_channels (int): Hidden channels of each head (of the shared trunk with
+            ``shared_conv``). Defaults to 64 (CenterNet's ``head_conv`` for ResNet backbones; heads
+            as wide as a 512- or 2048-channel feature would cost more than the student's own step).
         heatmap_prior (float): Initial heatmap probability (CenterNet's focal-loss prior, sets the
             heatmap bias). Defaults to 0.1.
         init_size (float): Initial predicted box size in cells (bias of the size head, whose last
             weights start near 0), so an untrained DAM gives ``init_size``-wide areas rather than
             single cells. Defaults to 3.0.
+        shared_conv (bool): The three heads share their first ``conv3x3 -> ReLU`` and keep one
+            ``conv1x1`` each (``shared_conv`` trunk); False gives three separate
+            ``conv3x3 -> ReLU -> conv1x1`` heads (the CenterNet form, 3x the cost). Defaults to True.
+        stride (int): 1, or 2 to run the heads on a 2x2 average-pooled map (``ceil_mode``) and
+            upsample their raw outputs bilinearly back to the input size (sizes and offsets keep
+            input-cell units). Defaults to 1.
     """
 
     def __init__(self,
@@ -45,7 +63,9 @@ class DAM(nn.Module):
                  num_classes: int = 1,
                  feat_channels: int = 64,
                  heatmap_prior: float = 0.1,
-                 init_size: float = 3.0) -> None:
+                 init_size: float = 3.0,
+                 shared_conv: bool = True,
+                 stride: int = 1) -> None:
         super().__init__()
         for name, value in (('in_channels', in_channels), ('num_classes', num_classes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -54,11 +74,17 @@ class DAM(nn.Module):
             raise ValueError(f'DAM feat_channels must be an integer >= 1, got {feat_channels!r}')
         if not 0.0 < heatmap_prior < 1.0:
             raise ValueError(f'DAM heatmap_prior must be in (0, 1), got {heatmap_prior}')
+        if stride not in DAM_STRIDES:
+            raise ValueError(f'DAM stride must be one of {DAM_STRIDES}, got {stride!r}')
         self.in_channels = in_channels
         self.num_classes = num_classes
-        self.heatmap_head = _head(in_channels, feat_channels, num_classes)
-        self.size_head = _head(in_channels, feat_channels, 2)
-        self.offset_head = _head(in_channels, feat_channels, 2)
+        self.stride = stride
+        # With shared_conv the trunk holds the one 3x3 conv and the heads are conv1x1 only.
+        self.trunk = _conv3x3_relu(in_channels, feat_channels) if shared_conv else None
+        separate = not shared_conv
+        self.heatmap_head = _head(in_channels, feat_channels, num_classes, separate)
+        self.size_head = _head(in_channels, feat_channels, 2, separate)
+        self.offset_head = _head(in_channels, feat_channels, 2, separate)
         # CenterNet-style init: low heatmap prior, near-constant size / offset at the start.
         prior_bias = -math.log((1 - heatmap_prior) / heatmap_prior)
         nn.init.constant_(self.heatmap_head[-1].bias, prior_bias)
@@ -79,9 +105,18 @@ class DAM(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'DAM expects a (B, {self.in_channels}, H, W) feature, '
                              f'got {tuple(x.shape)}')
-        return dict(heatmap=self.heatmap_head(x).sigmoid(),
-                    size=self.size_head(x),
-                    offset=self.offset_head(x))
+        size = x.shape[-2:]
+        if self.stride > 1:
+            x = F.avg_pool2d(x, self.stride, self.stride, ceil_mode=True)
+        if self.trunk is not None:
+            x = self.trunk(x)
+        heatmap, wh, offset = self.heatmap_head(x), self.size_head(x), self.offset_head(x)
+        if self.stride > 1:
+            # Raw outputs (logits, sizes, offsets) back to the input cells, so areas, masks and
+            # CenterNet targets keep the input resolution.
+            heatmap, wh, offset = (F.interpolate(y, size=size, mode='bilinear', align_corners=False)
+                                   for y in (heatmap, wh, offset))
+        return dict(heatmap=heatmap.sigmoid(), size=wh, offset=offset)
 
     def detect(self, x: Tensor, k: int = 8, kernel: int = 3, mode: str = 'binary',
                score_thr: Optional[float] = None) -> Dict[str, Tensor]:
