@@ -3,16 +3,20 @@
 Applied once on ``import tat_mm``. Each fix is small, documented here, idempotent and covered by a
 test in ``tests/test_compat.py`` that fails without it.
 
-1. ``torch.load`` defaults to ``weights_only=True`` since torch 2.6. MMEngine 0.10.7 (the last
-   release) calls ``torch.load(filename, map_location=...)`` without the argument, so every MMEngine
-   checkpoint whose ``meta`` holds numpy scalars or a ``MessageHub`` state (that is: every checkpoint
-   the runner writes) fails to load with ``UnpicklingError: Weights only load failed``; ``--resume``
-   and ``load_from`` are broken. The fix gives ``mmengine.runner.checkpoint`` (where every MMEngine
-   checkpoint loader lives) a ``torch`` whose ``load`` defaults to ``weights_only=False`` — the
-   behaviour MMEngine was written for. Like MMEngine on torch < 2.6, this trusts the checkpoint
-   files you point it at; an explicit ``weights_only=`` argument is still honoured. Nothing outside
-   that module changes. (URLs go through ``torch.hub.load_state_dict_from_url``, whose default is
-   still ``weights_only=False``.)
+1. Safe checkpoint loading (torch >= 2.6). MMEngine 0.10.7 (the last release) calls
+   ``torch.load(filename, map_location=...)`` without ``weights_only``: on torch >= 2.6 every
+   checkpoint the runner writes (numpy scalars and a ``MessageHub`` state in it) fails with
+   ``Weights only load failed``, so ``--resume`` and ``load_from`` are broken; and URLs go through
+   ``torch.hub.load_state_dict_from_url``, whose default is ``weights_only=False`` (any code in the
+   file runs). The fix routes every loader of ``mmengine.runner.checkpoint`` (local files, URLs,
+   ``open-mmlab://``, ``torchvision://``, ``s3://``, ...; the path of ``load_from``, ``--resume``,
+   the teacher checkpoint and the inference APIs) through
+   :func:`tat_mm.checkpoint_loading.load_checkpoint_file`: ``weights_only=True`` plus an
+   allow-list of the types MMEngine checkpoints carry (listed there, each with why). Any other
+   type is refused with an error naming the file and the type; opt in per file with
+   ``teacher=dict(..., trust_checkpoint=True)`` or ``TAT_MM_TRUST_CHECKPOINTS``. It does so by
+   giving that module a ``torch`` whose ``load`` is that loader, and a ``load_url`` that is the
+   loader for URLs. ``torch.load`` itself and every other module are untouched.
 2. Distributed training without CUDA (``tools/dist_train.sh`` on CPU machines, gloo): MMEngine
    0.10.7's ``init_dist('pytorch')`` always calls ``torch.cuda.set_device`` (fails with "Found no
    NVIDIA driver") and the runner always gives ``MMDistributedDataParallel`` ``device_ids=[rank]``
@@ -25,16 +29,17 @@ import types
 
 import torch
 
-_PATCHED_ATTR = '_tat_mm_trusted_load'
+from . import checkpoint_loading
+
+_PATCHED_ATTR = '_tat_mm_patched'
 
 
-def _torch_with_trusted_load() -> types.ModuleType:
-    """A stand-in for the ``torch`` module whose ``load`` defaults to ``weights_only=False``."""
+def _torch_with_safe_load() -> types.ModuleType:
+    """A stand-in for the ``torch`` module whose ``load`` is tat_mm's safe checkpoint loader."""
 
     @functools.wraps(torch.load)
-    def load(*args, **kwargs):
-        kwargs.setdefault('weights_only', False)
-        return torch.load(*args, **kwargs)
+    def load(f, map_location=None):
+        return checkpoint_loading.load_checkpoint_file(f, map_location=map_location)
 
     proxy = types.ModuleType('torch')
     # Everything else resolves to the real torch module at call time.
@@ -44,8 +49,8 @@ def _torch_with_trusted_load() -> types.ModuleType:
     return proxy
 
 
-def patch_mmengine_torch_load() -> bool:
-    """Make MMEngine's checkpoint loaders load MMEngine checkpoints on torch >= 2.6.
+def patch_mmengine_checkpoint_loading() -> bool:
+    """Route MMEngine's checkpoint loaders through :mod:`tat_mm.checkpoint_loading`.
 
     Returns:
         bool: True if MMEngine is installed and is now patched (also when it already was).
@@ -55,7 +60,8 @@ def patch_mmengine_torch_load() -> bool:
     except ImportError:
         return False
     if not getattr(mmengine_checkpoint.torch, _PATCHED_ATTR, False):
-        mmengine_checkpoint.torch = _torch_with_trusted_load()
+        mmengine_checkpoint.torch = _torch_with_safe_load()
+    mmengine_checkpoint.load_url = checkpoint_loading.load_url
     return True
 
 
@@ -101,5 +107,5 @@ def patch_mmengine_cpu_distributed() -> bool:
 
 def apply_all() -> None:
     """Apply every compatibility fix (called by ``import tat_mm``)."""
-    patch_mmengine_torch_load()
+    patch_mmengine_checkpoint_loading()
     patch_mmengine_cpu_distributed()

@@ -27,13 +27,15 @@ def test_plain_torch_load_rejects_mmengine_checkpoints(tmp_path):
 def test_mmengine_loads_its_checkpoints_after_the_fix(tmp_path):
     path = tmp_path / 'ckpt.pth'
     _save_mmengine_like_checkpoint(path)
-    assert compat.patch_mmengine_torch_load()
+    assert compat.patch_mmengine_checkpoint_loading()
+    safe_before = set(torch.serialization.get_safe_globals())
     ckpt = mmengine_checkpoint._load_checkpoint(str(path), map_location='cpu')
     assert int(ckpt['meta']['iter']) == 10
     assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
-    # An explicit weights_only is still honoured.
+    # Loaded weights-only: the allow-list is active during the load only; torch.load is untouched.
+    assert set(torch.serialization.get_safe_globals()) == safe_before
     with pytest.raises(Exception, match='[Ww]eights only load failed'):
-        mmengine_checkpoint.torch.load(path, map_location='cpu', weights_only=True)
+        torch.load(path, map_location='cpu')
 
 
 def test_without_the_fix_mmengine_fails(tmp_path, monkeypatch):
@@ -46,8 +48,10 @@ def test_without_the_fix_mmengine_fails(tmp_path, monkeypatch):
 
 def test_fix_is_applied_on_import_and_idempotent():
     import tat_mm  # noqa: F401
+    from tat_mm import checkpoint_loading
     first = mmengine_checkpoint.torch
     assert getattr(first, compat._PATCHED_ATTR, False)
+    assert mmengine_checkpoint.load_url is checkpoint_loading.load_url  # URLs too
     compat.apply_all()
     assert mmengine_checkpoint.torch is first
     # The stand-in forwards everything else to torch.

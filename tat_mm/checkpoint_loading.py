@@ -1,0 +1,215 @@
+"""Loading checkpoint files without letting them run code.
+
+A ``.pth`` file is a pickle: unpickled with ``torch.load(..., weights_only=False)`` it can run any
+code its author chose. Every checkpoint tat_mm loads or lets MMEngine load (teacher file or URL,
+``load_from``, ``--resume``, ``tools/test.py``, ``tools/export_student.py``) goes through
+:func:`load_checkpoint_file`, which unpickles with ``weights_only=True`` and allows, on top of
+torch's own safe types, only the types listed in :func:`allowed_types` (what real MMEngine, mmcv
+1.x, mmseg / mmdet / mmpretrain checkpoints carry). The allow-list is active only while one of
+these loads runs (``torch.serialization.safe_globals``); nothing else of torch changes.
+
+A file that needs another type is refused with :class:`UnsafeCheckpointError`, naming the file and
+the type. To load a file you trust anyway, opt in for it explicitly:
+
+* a teacher: ``teacher=dict(config=..., checkpoint=..., trust_checkpoint=True)``;
+* anything else (``load_from``, ``--resume``, the tools): the environment variable
+  ``TAT_MM_TRUST_CHECKPOINTS``, a comma-separated list of checkpoint files, URLs or directories
+  (every file below them), or ``1`` to trust every checkpoint file.
+"""
+import contextlib
+import contextvars
+import os
+import os.path as osp
+import pickle
+import re
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+TRUST_ENV = 'TAT_MM_TRUST_CHECKPOINTS'
+
+# Set by `trusting_checkpoints()`: loads inside that block unpickle everything.
+_TRUST_IN_CONTEXT = contextvars.ContextVar('tat_mm_trust_checkpoints', default=False)
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint needs a type outside the allow-list (loading it could run code)."""
+
+
+class CheckpointReadError(RuntimeError):
+    """A checkpoint file could not be read (truncated, corrupted, not a torch file)."""
+
+
+def allowed_types() -> List[Union[Callable, Tuple[Callable, str]]]:
+    """The types a checkpoint may contain besides torch's own weights-only types.
+
+    torch's default already covers tensors, ``OrderedDict``, ``Counter`` (MMEngine's ``MultiStepLR``
+    milestones), ``torch.Size``/``dtype``/``device`` and plain Python containers and scalars. Each
+    entry below was found by saving real checkpoints (see ``tests/test_checkpoint_safety.py``):
+
+    Returns:
+        list: Entries for ``torch.serialization.safe_globals`` (a callable, or a callable with the
+        name it has in files written by older versions).
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray
+
+    # One dtype class per numpy type that can appear in a `meta` (numpy >= 1.25 pickles a dtype as
+    # `numpy.dtype(...)` and then sets the state of its class, e.g. `numpy.dtypes.Float64DType`).
+    dtype_classes = [type(np.dtype(code)) for code in '?bBhHiIlLqQefdgFDGSUOMm']
+    return [
+        # MMEngine's MessageHub state (checkpoint['message_hub']['log_scalars']): the smoothed
+        # training losses, one HistoryBuffer (two numpy arrays and an int) per logged value.
+        HistoryBuffer,
+        # A HistoryBuffer also pickles its statistics methods (HistoryBuffer.min, .max, .current,
+        # .mean), which pickle writes as `getattr(HistoryBuffer, 'min')`. The real getattr would
+        # reach any attribute of any allowed object (and from there, code); this stand-in only
+        # returns HistoryBuffer's own public methods.
+        (_history_buffer_method, 'builtins.getattr'),
+        # numpy scalars: `meta`/`message_hub` hold numpy floats and ints (logged values, mmcv 1.x
+        # `meta['hook_msgs']['best_score']`, seeds). scalar(dtype, raw bytes) only copies bytes.
+        # Files name it after the numpy that wrote them: numpy.core (1.x) or numpy._core (2.x).
+        (multiarray.scalar, 'numpy.core.multiarray.scalar'),
+        (multiarray.scalar, 'numpy._core.multiarray.scalar'),
+        # numpy arrays: HistoryBuffer's history, `dataset_meta` palettes (mmseg 0.x random palettes,
+        # dataset metainfo). _reconstruct makes an empty array of an allowed class; the data are raw
+        # bytes, or allowed objects for object arrays.
+        (multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
+        (multiarray._reconstruct, 'numpy._core.multiarray._reconstruct'),
+        np.ndarray,
+        # The dtypes of those scalars and arrays.
+        np.dtype,
+        *dtype_classes,
+    ]
+
+
+def _history_buffer_method(owner: Any, name: str) -> Callable:
+    """``getattr`` as checkpoint files may use it: only ``HistoryBuffer``'s public methods."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+    method = vars(HistoryBuffer).get(name) if owner is HistoryBuffer else None
+    if name.startswith('_') or not callable(method):
+        raise pickle.UnpicklingError(
+            f'Unsupported getattr({getattr(owner, "__qualname__", type(owner).__name__)}, {name!r}): '
+            'checkpoints may only name the statistics methods of MMEngine\'s HistoryBuffer.')
+    return getattr(HistoryBuffer, name)
+
+
+def _trusted_by_env(name: str) -> bool:
+    """Whether ``TAT_MM_TRUST_CHECKPOINTS`` trusts the checkpoint ``name`` (a path or URL)."""
+    value = os.environ.get(TRUST_ENV, '').strip()
+    if not value:
+        return False
+    if value == '1':
+        return True
+    real = osp.realpath(osp.expanduser(name)) if '://' not in name else None
+    for entry in filter(None, (e.strip() for e in value.split(','))):
+        if entry == name:
+            return True
+        if real is not None and '://' not in entry:
+            trusted = osp.realpath(osp.expanduser(entry))
+            if real == trusted or real.startswith(trusted.rstrip(os.sep) + os.sep):
+                return True
+    return False
+
+
+@contextlib.contextmanager
+def trusting_checkpoints() -> Iterator[None]:
+    """Trust every checkpoint loaded in this block (the user opted in, e.g. ``trust_checkpoint``)."""
+    token = _TRUST_IN_CONTEXT.set(True)
+    try:
+        yield
+    finally:
+        _TRUST_IN_CONTEXT.reset(token)
+
+
+def _offending_type(message: str) -> str:
+    """The type torch refused, from its ``Weights only load failed`` message."""
+    for pattern in (r'GLOBAL ([\w.]+)', r"got <class '([\w.]+)'>", r'getattr\([^)]*\)',
+                    r'Unsupported operand \w+'):
+        match = re.search(pattern, message)
+        if match:
+            return match.group(match.lastindex or 0)
+    lines = [line for line in message.splitlines() if line.strip()]
+    return lines[-2] if len(lines) > 1 else message
+
+
+def load_checkpoint_file(f: Any,
+                         map_location: Any = None,
+                         name: Optional[str] = None,
+                         trusted: bool = False,
+                         model_dir: Optional[str] = None) -> Any:
+    """Load a checkpoint with ``weights_only=True`` and the allow-list, unless the user trusts it.
+
+    Args:
+        f (str | file-like): A local path, an ``http(s)://`` URL (downloaded to the torch hub cache,
+            as ``torch.hub.load_state_dict_from_url`` does), or an open binary file.
+        map_location: As for ``torch.load``. Defaults to None.
+        name (str, optional): How to name the checkpoint in errors and in the trust check.
+            Defaults to ``f`` itself.
+        trusted (bool): The user opted in for this file: unpickle it fully. Defaults to False
+            (also trusted inside :func:`trusting_checkpoints` or when listed in
+            ``TAT_MM_TRUST_CHECKPOINTS``).
+        model_dir (str, optional): Download directory for URLs. Defaults to the torch hub cache.
+
+    Returns:
+        The loaded object (usually a dict with ``state_dict`` and ``meta``).
+
+    Raises:
+        UnsafeCheckpointError: The file needs a type outside the allow-list.
+        CheckpointReadError: The file is truncated, corrupted or not a torch file.
+    """
+    if name is None:
+        name = f if isinstance(f, str) else getattr(f, 'name', repr(f))
+    name = str(name)
+    if isinstance(f, str) and f.startswith(('http://', 'https://')):
+        def load(weights_only):
+            return torch.hub.load_state_dict_from_url(
+                f, model_dir=model_dir, map_location=map_location, weights_only=weights_only)
+    else:
+        def load(weights_only):
+            return torch.load(f, map_location=map_location, weights_only=weights_only)
+
+    if trusted or _TRUST_IN_CONTEXT.get() or _trusted_by_env(name):
+        return _read(load, False, name)
+    with torch.serialization.safe_globals(allowed_types()):
+        return _read(load, True, name)
+
+
+def _read(load: Callable[[bool], Any], weights_only: bool, name: str) -> Any:
+    try:
+        return load(weights_only)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as exc:
+        if weights_only and 'Weights only load failed' in str(exc):
+            raise UnsafeCheckpointError(
+                f'Refusing to load checkpoint {name!r}: it contains {_offending_type(str(exc))}, '
+                'which is not a weight or one of the types MMEngine checkpoints hold, and '
+                'unpickling it could run code from the file. tat_mm loads checkpoints with '
+                'torch.load(weights_only=True) plus the allow-list in '
+                'tat_mm/checkpoint_loading.py. If you trust this file (you wrote it, or its source '
+                'is trusted), opt in for it: for a teacher set teacher=dict(..., '
+                f'trust_checkpoint=True); for load_from, --resume and the tools set the '
+                f'environment variable {TRUST_ENV}={name} (comma-separated files, URLs or '
+                'directories; 1 trusts every file).') from None
+        raise _read_error(name, exc) from exc
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise _read_error(name, exc) from exc
+
+
+def _read_error(name: str, exc: BaseException) -> CheckpointReadError:
+    return CheckpointReadError(
+        f'Cannot read checkpoint {name!r} ({type(exc).__name__}: {exc}). The file is truncated, '
+        'corrupted or not a file written by torch.save: an interrupted download or save leaves '
+        'such files. Download or save it again.')
+
+
+def load_url(url: str, model_dir: Optional[str] = None, map_location: Any = None, **kwargs) -> Any:
+    """Drop-in for MMEngine's ``load_url`` (``http(s)://``, ``open-mmlab://``, ``torchvision://``)."""
+    if kwargs:
+        raise TypeError(f'Unexpected arguments for load_url: {sorted(kwargs)}')
+    return load_checkpoint_file(url, map_location=map_location, model_dir=model_dir)
