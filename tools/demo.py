@@ -28,6 +28,7 @@ import os
 import os.path as osp
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -36,14 +37,19 @@ if REPO not in sys.path:  # `python tools/demo.py` from anywhere, even without `
     sys.path.insert(0, REPO)
 
 TASKS = ('cls', 'seg', 'det')
-METHODS = ('student', 'tat', 'tat_dam', 'fitnet')
+METHODS = ('student', 'kd', 'fitnet', 'tat', 'tat_dam')
 METHOD_NAMES = {
     'teacher': 'teacher',
     'student': 'student alone',
+    'kd': 'student + KD',
+    'fitnet': 'student + FitNet',
     'tat': 'student + TaT',
     'tat_dam': 'student + TaT + DAM',
-    'fitnet': 'student + FitNet',
 }
+# RetinaNet's classifier conv runs once per FPN level with sigmoid outputs: softmax KD on one
+# tap does not apply, so the detection demo has no KD run.
+SKIP = {('det', 'kd')}
+PAIRS = ('r18', 'r50')
 # metric key in the evaluator's output, display name, scale to percent
 METRICS = {
     'cls': ('accuracy/top1', 'top-1 accuracy (%)', 1.0),
@@ -57,32 +63,67 @@ QUICK_ITERS = 3
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true',
-                        help='tiny schedules and data subsets (CI); numbers are meaningless')
+                        help='tiny schedules and data subsets (CI); numbers are meaningless. '
+                        'Writes to work_dirs/demo_quick unless --work-dir is given')
     parser.add_argument('--tasks', nargs='+', choices=TASKS, default=list(TASKS))
-    parser.add_argument('--seeds', nargs='+', type=int, default=None,
-                        help='student seeds (default: 0 1 2; with --quick: 0)')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0],
+                        help='student seeds (default: 0; the 5-seed protocol is tools/evidence.py)')
     parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS),
                         help='student runs to do (default: all)')
-    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--pair', choices=PAIRS, default='r18',
+                        help='teacher: r18 (same family as the student, 4x wider; default) or r50 '
+                        '(deeper, bottleneck blocks). Default work dir: work_dirs/demo[_r50]')
+    parser.add_argument('--work-dir', default=None)
     parser.add_argument('--retrain-teacher', action='store_true',
                         help='train the teacher even if a cached checkpoint exists')
     parser.add_argument('--no-figures', action='store_true', help='skip the PNGs')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch CPU threads (default: torch\'s choice, one per core); 1 is '
-                        'much faster on a machine shared with other jobs')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch CPU threads (default 1, measured fastest on a shared 2-core '
+                        'machine: see docs/demo.md)')
     args = parser.parse_args(argv)
-    if args.seeds is None:
-        args.seeds = [0] if args.quick else [0, 1, 2]
+    if args.work_dir is None:
+        args.work_dir = osp.join('work_dirs', 'demo_quick' if args.quick else 'demo')
+        if args.pair != 'r18':
+            args.work_dir += f'_{args.pair}'
     args.work_dir = osp.abspath(args.work_dir)
     return args
+
+
+class Progress:
+    """Counts finished runs and prints an overall ETA (teacher and student runs timed apart)."""
+
+    def __init__(self, num_teachers: int, num_students: int):
+        self.left = dict(teacher=num_teachers, student=num_students)
+        self.times = dict(teacher=[], student=[])
+
+    def done(self, kind: str, seconds) -> None:
+        self.left[kind] -= 1
+        if seconds is not None:
+            self.times[kind].append(seconds)
+
+    def __call__(self) -> str:
+        if not self.times['student'] and not self.times['teacher']:
+            return ''
+        # Before the first run of a kind, assume a teacher costs 4 student runs (measured ratio).
+        student = (np.mean(self.times['student']) if self.times['student'] else
+                   np.mean(self.times['teacher']) / 4)
+        teacher = np.mean(self.times['teacher']) if self.times['teacher'] else 4 * student
+        eta = self.left['teacher'] * teacher + self.left['student'] * student
+        return f' (demo ETA {eta / 60:.1f} min)'
 
 
 def config_path(task: str, method: str) -> str:
     return osp.join(REPO, 'configs', 'demo', task, f'{method}.py')
 
 
+def teacher_name(pair: str) -> str:
+    """The teacher config of a pair: ``teacher.py`` (r18, same family as the student) or
+    ``teacher_r50.py`` (deeper, bottleneck blocks)."""
+    return 'teacher' if pair == 'r18' else f'teacher_{pair}'
+
+
 def run_options(task: str, method: str, seed: int, work_dir: str, quick: bool,
-                teacher_ckpt: str = None) -> dict:
+                teacher_ckpt: str = None, teacher: str = 'teacher') -> dict:
     """The overrides (``Config.merge_from_dict`` keys) of one demo run."""
     opts = {'randomness.seed': seed, 'log_level': 'INFO'}
     if task in ('seg', 'det'):
@@ -90,22 +131,22 @@ def run_options(task: str, method: str, seed: int, work_dir: str, quick: bool,
         for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
             opts[f'{loader}.dataset.data_root'] = data_root
         if task == 'det':
-            ann = data_root + 'annotations/instances_val.json'
-            opts['val_evaluator.ann_file'] = ann
-            opts['test_evaluator.ann_file'] = ann
+            opts['val_evaluator.ann_file'] = data_root + 'annotations/instances_val.json'
+            opts['test_evaluator.ann_file'] = data_root + 'annotations/instances_test.json'
     if method not in ('teacher', 'student'):
-        opts['model.teacher.config'] = config_path(task, 'teacher')
+        opts['model.teacher.config'] = config_path(task, teacher)
         opts['model.teacher.checkpoint'] = teacher_ckpt
     if quick:
         opts.update({
             'train_cfg.max_iters': QUICK_ITERS,
             'train_cfg.val_interval': QUICK_ITERS,
             'default_hooks.checkpoint.interval': QUICK_ITERS,
-            'default_hooks.logger.interval': 1,
             'train_dataloader.batch_size': 4,
+            'custom_hooks': [],  # the quick teacher is a quick teacher: let it be
             'train_dataloader.dataset.indices': 16,
             'val_dataloader.dataset.indices': 8,
             'test_dataloader.dataset.indices': 8,
+            'default_hooks.logger.interval': 1,
         })
     return opts
 
@@ -124,8 +165,8 @@ def build_cfg(task: str, method: str, opts: dict, run_dir: str):
 
 
 def _quiet_runner_class():
-    """MMEngine's Runner without the environment / full-config dump at start (still in the work
-    dir as the dumped config): keeps the console to iterations, ETA and metrics."""
+    """MMEngine's Runner without the environment dump and the hook table at start (both stay in
+    the work dir's log and dumped config): keeps the console to iterations, ETA and metrics."""
     from mmengine.runner import Runner
 
     class DemoRunner(Runner):
@@ -133,15 +174,19 @@ def _quiet_runner_class():
         def _log_env(self, env_cfg):
             pass
 
+        def get_hooks_info(self) -> str:
+            return '(hook table omitted by tools/demo.py)'
+
     return DemoRunner
 
 
 class MetricCatcher:
-    """A hook object that keeps the last validation metrics of a runner."""
+    """A hook object that keeps the last validation and test metrics of a runner."""
     priority = 'LOWEST'
 
     def __init__(self):
         self.metrics = None
+        self.test_metrics = None
 
     def __getattr__(self, name):  # every other hook point: do nothing
         if name.startswith(('before_', 'after_')):
@@ -151,9 +196,33 @@ class MetricCatcher:
     def after_val_epoch(self, runner, metrics=None):
         self.metrics = dict(metrics or {})
 
+    def after_test_epoch(self, runner, metrics=None):
+        self.test_metrics = dict(metrics or {})
 
-def train_one(task: str, method: str, seed: int, run_dir: str, opts: dict) -> dict:
-    """Train one model with an MMEngine runner and return its final val metrics."""
+
+def _no_detections(task: str, metrics: dict) -> dict:
+    if task == 'det' and not metrics:
+        # CocoMetric returns nothing when no box passed the score threshold: that is mAP 0.
+        return {'coco/bbox_mAP': 0.0, 'note': 'no detections'}
+    return metrics
+
+
+def train_one(task: str, method: str, seed: int, run_dir: str, opts: dict,
+              evaluate_test: bool = False, teacher_record: dict = None) -> dict:
+    """Train one model with an MMEngine runner and return its final val (and test) metrics.
+
+    Args:
+        task (str): 'cls', 'seg' or 'det'.
+        method (str): Config name in ``configs/demo/<task>/`` (e.g. 'tat', 'teacher_r50').
+        seed (int): ``randomness.seed``.
+        run_dir (str): The runner's work dir.
+        opts (dict): Config overrides (see :func:`run_options`).
+        evaluate_test (bool): Also score the final model once on the held-out test split.
+            Defaults to False.
+        teacher_record (dict, optional): When given, the trained model is saved as a demo teacher
+            (``<run_dir>/teacher.pth``, weights only) with this record, completed with the val
+            metrics, in its ``meta['demo_teacher']`` and in ``<run_dir>/teacher.json``.
+    """
     import torch
     from mmengine.hooks import Hook
     cfg = build_cfg(task, method, opts, run_dir)
@@ -163,14 +232,19 @@ def train_one(task: str, method: str, seed: int, run_dir: str, opts: dict) -> di
     catcher = type('DemoMetricCatcher', (MetricCatcher, Hook), {})()
     runner.register_hook(catcher, priority='LOWEST')
     runner.train()
+    if evaluate_test:
+        runner.test()
     ckpt = osp.join(run_dir, f'iter_{runner.iter}.pth')
-    metrics = catcher.metrics or {}
-    if task == 'det' and not metrics:
-        # CocoMetric returns nothing when no box passed the score threshold: that is mAP 0.
-        metrics = {'coco/bbox_mAP': 0.0, 'note': 'no detections'}
+    metrics = _no_detections(task, catcher.metrics or {})
     info = dict(task=task, method=method, seed=seed, config=config_path(task, method),
-                options=opts, checkpoint=ckpt, metrics=metrics,
+                options=opts, checkpoint=ckpt, metrics=metrics, iters=runner.iter,
                 log_dir=runner.log_dir)
+    if evaluate_test:
+        info['test_metrics'] = _no_detections(task, catcher.test_metrics or {})
+    if teacher_record is not None:
+        record = dict(teacher_record, iters=runner.iter, seed=seed, val_metrics=metrics,
+                      config=config_path(task, method))
+        info['checkpoint'] = save_teacher(runner.model, osp.join(run_dir, 'teacher.pth'), record)
     with open(osp.join(run_dir, 'demo_run.json'), 'w') as f:
         json.dump(info, f, indent=1, default=float)
     del runner
@@ -179,61 +253,96 @@ def train_one(task: str, method: str, seed: int, run_dir: str, opts: dict) -> di
     return info
 
 
-def save_teacher(src: str, dst: str) -> None:
-    """Keep only the weights (no optimizer state) as the teacher checkpoint the distillers load."""
+def save_teacher(model, dst: str, record: dict) -> str:
+    """Write a demo teacher: its weights and, in ``meta['demo_teacher']`` and ``teacher.json``
+    beside it, how it was trained (iterations, quick or not, val metrics), so that the demo and
+    the demo configs can refuse a quick or under-trained teacher."""
     import torch
-    ckpt = torch.load(src, map_location='cpu', weights_only=False)
-    torch.save({'meta': ckpt.get('meta', {}), 'state_dict': ckpt['state_dict']}, dst)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({'meta': {'demo_teacher': record}, 'state_dict': state}, dst)
+    with open(osp.join(osp.dirname(dst), 'teacher.json'), 'w') as f:
+        json.dump(record, f, indent=1, default=float)
+    return dst
 
 
 def log(msg: str) -> None:
     print(f'[demo {time.strftime("%H:%M:%S")}] {msg}', flush=True)
 
 
-def run_task(task: str, args) -> dict:
+def check_teacher_record(record: dict, ckpt: str, task: str, quick: bool, max_iters: int) -> None:
+    """Refuse a demo teacher that was trained in quick mode or for fewer iterations than its
+    config says (the most common way to get garbage distillation results without noticing)."""
+    problem = None
+    if record.get('quick') and not quick:
+        problem = f'was trained in --quick mode ({record.get("iters")} iterations)'
+    elif not quick and record.get('iters', 0) < max_iters:
+        problem = f'was trained for {record.get("iters")} of its {max_iters} iterations'
+    if problem:
+        raise SystemExit(f'The demo teacher {ckpt} {problem}: distilling from it gives meaningless '
+                         f'results. Train a real one with `python tools/demo.py --tasks {task} '
+                         '--retrain-teacher` (or delete that file).')
+
+
+def get_teacher(task: str, pair: str, args, progress) -> dict:
+    """Train the task's teacher of ``pair`` or reuse a checked one; returns its run info."""
+    key, metric_name, scale = METRICS[task]
+    tdir = osp.join(args.work_dir, task, 'teacher')
+    ckpt, record_file = osp.join(tdir, 'teacher.pth'), osp.join(tdir, 'teacher.json')
+    name = teacher_name(pair)
+    if osp.isfile(ckpt) and not args.retrain_teacher:
+        if not osp.isfile(record_file):
+            raise SystemExit(f'{ckpt} has no {record_file} saying how it was trained; rerun with '
+                             '--retrain-teacher (or delete it).')
+        with open(record_file) as f:
+            record = json.load(f)
+        from mmengine.config import Config
+        max_iters = Config.fromfile(config_path(task, name)).train_cfg.max_iters
+        check_teacher_record(record, ckpt, task, args.quick, max_iters)
+        value = record['val_metrics'].get(key, float('nan')) * scale
+        log(f'{task}/{name}: reusing {ckpt} ({record["iters"]} iterations, val {metric_name} '
+            f'{value:.2f})')
+        return dict(metrics=record['val_metrics'], checkpoint=ckpt, cached=True)
+    log(f'{task}/{name}: training ({config_path(task, name)}){progress()}')
+    t0 = time.time()
+    opts = run_options(task, 'teacher', 0, args.work_dir, args.quick)
+    info = train_one(task, name, 0, tdir, opts, teacher_record=dict(quick=args.quick))
+    info['train_time_s'] = time.time() - t0
+    info['cached'] = False
+    log(f'{task}/{name}: finished in {info["train_time_s"]:.1f} s, val {metric_name} '
+        f'{info["metrics"].get(key, float("nan")) * scale:.2f}')
+    return info
+
+
+def run_task(task: str, args, progress) -> dict:
     key, metric_name, scale = METRICS[task]
     task_dir = osp.join(args.work_dir, task)
-    teacher_dir = osp.join(task_dir, 'teacher')
-    teacher_ckpt = osp.join(teacher_dir, 'teacher.pth')
-    teacher_json = osp.join(teacher_dir, 'demo_run.json')
-    result = dict(task=task, metric=metric_name, runs={}, times={})
+    result = dict(task=task, metric=metric_name, pair=args.pair, runs={}, times={})
     task_start = time.time()
-
-    if osp.isfile(teacher_ckpt) and osp.isfile(teacher_json) and not args.retrain_teacher:
-        with open(teacher_json) as f:
-            info = json.load(f)
-        log(f'{task}/teacher: reusing {teacher_ckpt} ({metric_name} '
-            f'{info["metrics"].get(key, float("nan")) * scale:.2f})')
-        result['teacher_cached'] = True
-    else:
-        log(f'{task}/teacher: training ({config_path(task, "teacher")})')
-        t0 = time.time()
-        opts = run_options(task, 'teacher', 0, args.work_dir, args.quick)
-        info = train_one(task, 'teacher', 0, teacher_dir, opts)
-        save_teacher(info['checkpoint'], teacher_ckpt)
-        info['checkpoint'] = teacher_ckpt
-        info['train_time_s'] = time.time() - t0
-        with open(teacher_json, 'w') as f:
-            json.dump(info, f, indent=1, default=float)
-        log(f'{task}/teacher: finished in {info["train_time_s"]:.1f} s, {metric_name} '
-            f'{info["metrics"].get(key, float("nan")) * scale:.2f}')
-        result['teacher_cached'] = False
+    info = get_teacher(task, args.pair, args, progress)
+    progress.done('teacher', info.get('train_time_s'))
+    teacher_ckpt = info['checkpoint']
+    result['teacher_cached'] = info['cached']
     result['teacher'] = info['metrics'].get(key, float('nan')) * scale
     result['teacher_time_s'] = info.get('train_time_s')
 
     for method in args.methods:
+        if (task, method) in SKIP:
+            continue
         values, times = [], []
         for seed in args.seeds:
             run_dir = osp.join(task_dir, method, f'seed{seed}')
-            log(f'{task}/{method} seed {seed}: started')
+            log(f'{task}/{method} seed {seed}: started{progress()}')
             t0 = time.time()
-            opts = run_options(task, method, seed, args.work_dir, args.quick, teacher_ckpt)
+            opts = run_options(task, method, seed, args.work_dir, args.quick, teacher_ckpt,
+                               teacher_name(args.pair))
             info = train_one(task, method, seed, run_dir, opts)
             elapsed = time.time() - t0
+            progress.done('student', elapsed)
             value = info['metrics'].get(key, float('nan')) * scale
             values.append(value)
             times.append(elapsed)
-            log(f'{task}/{method} seed {seed}: finished in {elapsed:.1f} s, {metric_name} {value:.2f}')
+            log(f'{task}/{method} seed {seed}: finished in {elapsed:.1f} s, val {metric_name} '
+                f'{value:.2f}')
         result['runs'][method] = values
         result['times'][method] = times
     result['total_time_s'] = time.time() - task_start
@@ -287,16 +396,20 @@ def format_table(results: dict, args) -> str:
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.work_dir, exist_ok=True)
+    # mmcv / mmdet import pkg_resources, which warns once per import site (~100 lines).
+    warnings.filterwarnings('ignore', message='.*pkg_resources.*')
     import tat_mm  # noqa: F401  (registries + stack fixes)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    import torch
+    torch.set_num_threads(args.threads)
     start = time.time()
     log(f'work dir {args.work_dir}; tasks {args.tasks}; seeds {args.seeds}'
         f'{"; QUICK mode" if args.quick else ""}')
     results = {}
+    num_students = sum(len(args.seeds) for task in args.tasks for m in args.methods
+                       if (task, m) not in SKIP)
+    progress = Progress(len(args.tasks), num_students)
     for task in args.tasks:
-        results[task] = run_task(task, args)
+        results[task] = run_task(task, args, progress)
         # write after every task, so a long run shows its finished tasks
         table = format_table(results, args)
         with open(osp.join(args.work_dir, 'results.md'), 'w') as f:

@@ -130,12 +130,12 @@ def tat_attention_row(loss, student_feat, teacher_feat, y: int, x: int) -> np.nd
         softmax runs over (1 / that is the uniform weight).
     """
     import torch
-    from tat_mm.losses.patch_group_tat_loss import PatchGroupTaTLoss, group_patches
+    from tat_mm.losses.patch_group_tat_loss import group_patches
     with torch.no_grad():
         q = loss.query_embed(student_feat.float())
         k = loss.key_embed(teacher_feat.float())
     _, _, h, w = q.shape
-    if isinstance(loss, PatchGroupTaTLoss):
+    if hasattr(loss, 'patch_grid'):  # patch-group TaT (alone or in HierarchicalTaTLoss)
         (patch, grid), g = loss.patch_grid(h, w), loss.group_size
         qg = group_patches(q, patch, grid, g)[0]  # (G, ph*pw, g, C)
         kg = group_patches(k, patch, grid, g)[0]
@@ -200,14 +200,23 @@ def _overlay(img: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return np.round(0.45 * img + 0.55 * colour).astype(np.uint8)
 
 
-def draw_attention(task: str, work_dir: str, out_dir: str, num_images: int = 3) -> Optional[str]:
-    run = load_run(work_dir, task, 'tat')
-    if run is None:
+def attention_figure(distiller, task: str, samples, images):
+    """Figure: the TaT attention of one object pixel per image over the student map.
+
+    Args:
+        distiller (BaseDistiller): A distiller with a ``TaTLoss`` / ``PatchGroupTaTLoss`` (or a
+            loss holding one, e.g. ``HierarchicalTaTLoss``) on some tap.
+        task (str): 'cls', 'seg' or 'det' (how the pixel is picked).
+        samples (list[dict]): Processed val samples (see :func:`val_samples`).
+        images (list[np.ndarray]): Their RGB images.
+
+    Returns:
+        matplotlib.figure.Figure | None: None when the distiller has no such loss.
+    """
+    pair, loss = _first_loss(distiller, ('TaTLoss', 'PatchGroupTaTLoss', 'HierarchicalTaTLoss'))
+    if loss is None:
         return None
     plt = _plt()
-    distiller, cfg = build_model(run)
-    pair, loss = _first_loss(distiller, ('TaTLoss', 'PatchGroupTaTLoss'))
-    samples, images = val_samples(cfg, task, list(range(num_images)))
     data = _preprocess(distiller, samples)
     feats = _features(distiller, data)
     s_all = feats['student'][pair.student_tap]
@@ -231,28 +240,51 @@ def draw_attention(task: str, work_dir: str, out_dir: str, num_images: int = 3) 
         axes[b, 2].set_title('overlaid on the image', fontsize=8)
         for ax in axes[b]:
             ax.axis('off')
-    fig.suptitle(f'{task}: {type(loss).__name__} attention (trained, tap {pair.student_tap}):\n'
+    fig.suptitle(f'{task}: {type(loss).__name__} attention (tap {pair.student_tap}):\n'
                  'weights that rebuild the marked teacher pixel from the student positions',
                  fontsize=9)
     fig.tight_layout()
-    path = osp.join(out_dir, f'{task}_tat_attention.png')
+    return fig
+
+
+def _save(fig, path: str) -> Optional[str]:
+    if fig is None:
+        return None
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _plt().close(fig)
     return path
 
 
+def draw_attention(task: str, work_dir: str, out_dir: str, num_images: int = 3) -> Optional[str]:
+    run = load_run(work_dir, task, 'tat')
+    if run is None:
+        return None
+    distiller, cfg = build_model(run)
+    samples, images = val_samples(cfg, task, list(range(num_images)))
+    return _save(attention_figure(distiller, task, samples, images),
+                 osp.join(out_dir, f'{task}_tat_attention.png'))
+
+
 # ----------------------------------------------------------------------------- (b) DAM
-def draw_dam(task: str, work_dir: str, out_dir: str, num_images: int = 3) -> Optional[str]:
+def dam_figure(distiller, task: str, samples, images):
+    """Figure: the areas DAM picks on the teacher and the student feature of each image.
+
+    Args:
+        distiller (BaseDistiller): A distiller with a ``DAMDistillLoss`` on some tap.
+        task (str): 'cls', 'seg' or 'det'.
+        samples (list[dict]): Processed val samples (see :func:`val_samples`).
+        images (list[np.ndarray]): Their RGB images.
+
+    Returns:
+        matplotlib.figure.Figure | None: None when the distiller has no DAM loss.
+    """
     import torch
 
     from .dam_vis import draw_dam_areas
-    run = load_run(work_dir, task, 'tat_dam')
-    if run is None:
+    pair, loss = _first_loss(distiller, ('DAMDistillLoss', ))
+    if loss is None:
         return None
     plt = _plt()
-    distiller, cfg = build_model(run)
-    pair, loss = _first_loss(distiller, ('DAMDistillLoss', ))
-    samples, images = val_samples(cfg, task, list(range(num_images)))
     data = _preprocess(distiller, samples)
     feats = _features(distiller, data)
     s = feats['student'][pair.student_tap]
@@ -275,13 +307,20 @@ def draw_dam(task: str, work_dir: str, out_dir: str, num_images: int = 3) -> Opt
                                    fontsize=8)
         for ax in axes[b]:
             ax.axis('off')
-    fig.suptitle(f'{task}: areas SoKD\'s DAM picked (trained, tap {pair.student_tap}, '
-                 f'{fh}x{fw}); mask used for distillation: {loss.area_source}', fontsize=9)
+    fig.suptitle(f'{task}: areas SoKD\'s DAM picked (tap {pair.student_tap}, {fh}x{fw}); mask '
+                 f'used for distillation: {loss.area_source}', fontsize=9)
     fig.tight_layout()
-    path = osp.join(out_dir, f'{task}_dam_areas.png')
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return fig
+
+
+def draw_dam(task: str, work_dir: str, out_dir: str, num_images: int = 3) -> Optional[str]:
+    run = load_run(work_dir, task, 'tat_dam')
+    if run is None:
+        return None
+    distiller, cfg = build_model(run)
+    samples, images = val_samples(cfg, task, list(range(num_images)))
+    return _save(dam_figure(distiller, task, samples, images),
+                 osp.join(out_dir, f'{task}_dam_areas.png'))
 
 
 # ----------------------------------------------------------------------------- (c) predictions

@@ -14,3 +14,5 @@ model = dict(
              losses=[dict(type='FitNetLoss', student_channels=64, teacher_channels=256,
                           loss_weight=0.2)]),
     ])
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
+custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=300)]

@@ -16,3 +16,5 @@ model = dict(
                           query_embed='conv3x3', key_embed='identity', value_embed='conv3x3',
                           loss_weight=0.2)]),
     ])
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
+custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=300)]

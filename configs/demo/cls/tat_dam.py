@@ -17,3 +17,5 @@ model = dict(
                                             loss_weight=0.2),
                           dam=dict(num_classes=1, feat_channels=64, init_size=2.0), topk=2)]),
     ])
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
+custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=300)]

@@ -15,3 +15,5 @@ model = dict(
              losses=[dict(type='TaTLoss', student_channels=64, teacher_channels=128,
                           loss_weight=1.0)]),
     ])
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
+custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=400)]

@@ -16,3 +16,5 @@ model = dict(
                           feature_loss=dict(type='TaTLoss', loss_weight=1.0),
                           dam=dict(num_classes=10, feat_channels=64, init_size=3.0), topk=4)]),
     ])
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
+custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=400)]

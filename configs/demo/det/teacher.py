@@ -6,6 +6,9 @@ _base_ = ['mmdet::_base_/models/retinanet_r50_fpn.py', 'mmdet::_base_/default_ru
 custom_imports = dict(imports=['tat_mm'], allow_failed_imports=False)
 
 data_root = 'data/digits/'  # the canvases are written here on first use
+# Canvases of the three splits; test: digits no train / val canvas uses, scored once at the end
+# (docs/evidence.md). All three datasets must pass the same arguments (one cache per data_root).
+digits = dict(num_train=400, num_val=100, num_test=100, test_fraction=0.2)
 max_iters = 400
 batch_size = 8
 
@@ -37,16 +40,21 @@ train_dataloader = dict(
     sampler=dict(type='InfiniteSampler', shuffle=True),
     batch_sampler=None,
     dataset=dict(type='DigitsDetDataset', data_root=data_root, split='train',
-                 filter_cfg=dict(filter_empty_gt=True), pipeline=train_pipeline))
+                 filter_cfg=dict(filter_empty_gt=True), pipeline=train_pipeline, **digits))
 val_dataloader = dict(
     batch_size=10, num_workers=0, persistent_workers=False, drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type='DigitsDetDataset', data_root=data_root, split='val', test_mode=True,
-                 pipeline=test_pipeline))
-test_dataloader = val_dataloader
+                 pipeline=test_pipeline, **digits))
+test_dataloader = dict(
+    batch_size=10, num_workers=0, persistent_workers=False, drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type='DigitsDetDataset', data_root=data_root, split='test', test_mode=True,
+                 pipeline=test_pipeline, **digits))
 val_evaluator = dict(type='CocoMetric', ann_file=data_root + 'annotations/instances_val.json',
                      metric='bbox', format_only=False)
-test_evaluator = val_evaluator
+test_evaluator = dict(type='CocoMetric', ann_file=data_root + 'annotations/instances_test.json',
+                      metric='bbox', format_only=False)
 
 optim_wrapper = dict(type='OptimWrapper',
                      optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),

@@ -14,3 +14,5 @@ model = dict(
              losses=[dict(type='FitNetLoss', student_channels=32, teacher_channels=128,
                           loss_weight=0.15)]),
     ])
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
+custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=600)]

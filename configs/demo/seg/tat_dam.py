@@ -20,3 +20,5 @@ model = dict(
                       pool_size=4, loss_weight=0.05),
              ]),
     ])
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
+custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=600)]

@@ -9,6 +9,9 @@ custom_imports = dict(imports=['tat_mm'], allow_failed_imports=False)
 norm_cfg = dict(type='BN', requires_grad=True)
 crop_size = (96, 96)
 data_root = 'data/digits'  # the canvases are written here on first use
+# Canvases of the three splits; test: digits no train / val canvas uses, scored once at the end
+# (docs/evidence.md). All three datasets must pass the same arguments (one cache per data_root).
+digits = dict(num_train=400, num_val=100, num_test=100, test_fraction=0.2)
 max_iters = 600  # the students (student.py) train for 300
 batch_size = 8
 
@@ -35,13 +38,17 @@ train_dataloader = dict(
     batch_size=batch_size, num_workers=0, persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type='DigitsSegDataset', data_root=data_root, split='train',
-                 pipeline=train_pipeline))
+                 pipeline=train_pipeline, **digits))
 val_dataloader = dict(
     batch_size=10, num_workers=0, persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type='DigitsSegDataset', data_root=data_root, split='val', test_mode=True,
-                 pipeline=test_pipeline))
-test_dataloader = val_dataloader
+                 pipeline=test_pipeline, **digits))
+test_dataloader = dict(
+    batch_size=10, num_workers=0, persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(type='DigitsSegDataset', data_root=data_root, split='test', test_mode=True,
+                 pipeline=test_pipeline, **digits))
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 

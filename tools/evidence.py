@@ -1,0 +1,253 @@
+"""The evidence protocol: does distillation make the demo students better? (docs/evidence.md)
+
+    python tools/evidence.py [--tasks seg cls det] [--seeds 0 1 2 3 4] [--jobs 2]
+    python tools/evidence.py --summarize          # tables from the committed result files
+
+The protocol (fixed in ``docs/evidence.md`` before any result was looked at): for each task, one
+student and two teachers -- ``r18`` (same family, 4x wider) and ``r50`` (deeper, bottleneck
+blocks, larger receptive field) -- and the methods student alone, KD, FitNet, TaT and TaT + DAM,
+each over 5 seeds. Every run trains on the train split with the fixed schedule of
+``configs/demo/<task>/``, then scores its *final* model once on the val split and once on the
+held-out test split (digits that no train or val image uses). Nothing is selected on test.
+
+Resumable: every finished run writes one JSON file under ``--results`` (committed to the
+repository), and a run whose file exists is skipped. Each run is a fresh process (``--jobs``
+at a time, one CPU thread each), so a crash or a cut session loses at most the runs in flight.
+Teachers are trained once (seed 0) per task and pair, into ``--work-dir``; their records (val
+and test score, iterations) are result files too.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(REPO, 'tools'))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import demo  # noqa: E402  (tools/demo.py: one run = one MMEngine Runner)
+
+TASKS = ('seg', 'cls', 'det')
+PAIRS = ('r18', 'r50')  # the teacher config of each pair: teacher.py, teacher_r50.py
+METHODS = ('student', 'kd', 'fitnet', 'tat', 'tat_dam')
+# RetinaNet's classifier runs once per FPN level with sigmoid outputs; softmax KD does not apply.
+SKIP = {('det', 'kd')}
+# Two-sided 97.5 % quantiles of Student's t (95 % intervals over n seeds: df = n - 1).
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def teacher_config(task: str, pair: str) -> str:
+    return demo.config_path(task, 'teacher' if pair == 'r18' else f'teacher_{pair}')
+
+
+def result_path(results: str, task: str, pair: str, method: str, seed: int) -> str:
+    if method == 'teacher':
+        return osp.join(results, task, f'teacher_{pair}.json')
+    if method == 'student':  # the student alone has no teacher: shared by both pairs
+        return osp.join(results, task, 'student', f'seed{seed}.json')
+    return osp.join(results, task, pair, method, f'seed{seed}.json')
+
+
+def run_list(args) -> list:
+    """Every run of the protocol, teachers first, then seed-major within each task (so that a
+    partial run has the same seeds for every method)."""
+    runs = []
+    for task in args.tasks:
+        runs += [(task, pair, 'teacher', 0) for pair in args.pairs]
+        for seed in args.seeds:
+            for method in args.methods:
+                if (task, method) in SKIP:
+                    continue
+                pairs = ['-'] if method == 'student' else args.pairs
+                runs += [(task, pair, method, seed) for pair in pairs]
+    return runs
+
+
+# --------------------------------------------------------------------------- one run (child)
+def run_one(task: str, pair: str, method: str, seed: int, args) -> dict:
+    """Train one model, score its final weights on val and test, write the result file."""
+    import torch
+    torch.set_num_threads(args.threads)
+    import tat_mm  # noqa: F401
+    work = osp.join(args.work_dir, task)
+    run_dir = (osp.join(work, f'teacher_{pair}') if method == 'teacher' else
+               osp.join(work, pair if method != 'student' else 'student', method, f'seed{seed}'))
+    opts = demo.run_options(task, 'teacher' if method == 'teacher' else method, seed,
+                            args.work_dir, quick=False)
+    if method == 'teacher':
+        cfg_method = osp.splitext(osp.basename(teacher_config(task, pair)))[0]
+    else:
+        cfg_method = method
+        if method != 'student':
+            opts['model.teacher.config'] = teacher_config(task, pair)
+            opts['model.teacher.checkpoint'] = osp.join(work, f'teacher_{pair}', 'teacher.pth')
+    t0 = time.time()
+    info = demo.train_one(task, cfg_method, seed, run_dir, opts, evaluate_test=True,
+                          teacher_record=dict(quick=False) if method == 'teacher' else None)
+    info['train_time_s'] = time.time() - t0
+    key, _, scale = demo.METRICS[task]
+    record = dict(task=task, pair=pair, method=method, seed=seed,
+                  val=info['metrics'].get(key, float('nan')) * scale,
+                  test=info['test_metrics'].get(key, float('nan')) * scale,
+                  train_time_s=round(info['train_time_s'], 1), threads=args.threads,
+                  config=osp.relpath(info['config'], REPO),
+                  options={k: v for k, v in opts.items() if 'data_root' not in k
+                           and 'ann_file' not in k and 'checkpoint' not in k})
+    path = result_path(args.results, task, pair, method, seed)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(record, f, indent=1, default=float)
+    os.replace(path + '.tmp', path)
+    return record
+
+
+# --------------------------------------------------------------------------- scheduler (parent)
+def schedule(args) -> None:
+    todo = [r for r in run_list(args) if not osp.exists(result_path(args.results, *r))]
+    done_before = len(run_list(args)) - len(todo)
+    print(f'[evidence] {len(todo)} runs to do, {done_before} already done; '
+          f'{args.jobs} at a time, {args.threads} thread(s) each', flush=True)
+    running, durations, start = [], [], time.time()
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY='PASSIVE',
+               PYTHONWARNINGS='ignore')
+    os.makedirs(args.work_dir, exist_ok=True)
+    while todo or running:
+        # Teachers first: a distillation run waits until its teacher's record exists.
+        ready = [r for r in todo if r[2] == 'teacher' or
+                 osp.exists(result_path(args.results, r[0], r[1], 'teacher', 0)) or r[2] == 'student']
+        while ready and len(running) < args.jobs:
+            run = ready.pop(0)
+            todo.remove(run)
+            log = osp.join(args.work_dir, 'logs', '_'.join(map(str, run)) + '.log')
+            os.makedirs(osp.dirname(log), exist_ok=True)
+            cmd = [sys.executable, osp.abspath(__file__), '--run-one', *map(str, run),
+                   '--work-dir', args.work_dir, '--results', args.results,
+                   '--threads', str(args.threads)]
+            proc = subprocess.Popen(cmd, stdout=open(log, 'w'), stderr=subprocess.STDOUT, env=env)
+            running.append((run, proc, time.time(), log))
+        time.sleep(2)
+        for item in list(running):
+            run, proc, t0, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                print(f'[evidence] FAILED {run} (rc {proc.returncode}), log: {log}', flush=True)
+                if run[2] == 'teacher':  # its students cannot run
+                    todo = [r for r in todo if not (r[0] == run[0] and r[1] == run[1])]
+                continue
+            durations.append(time.time() - t0)
+            with open(result_path(args.results, *run)) as f:
+                rec = json.load(f)
+            left = len(todo) + len(running)
+            eta = np.mean(durations) * left / args.jobs / 60
+            print(f'[evidence {time.strftime("%H:%M:%S")}] {"/".join(map(str, run))}: val '
+                  f'{rec["val"]:.2f} test {rec["test"]:.2f} ({rec["train_time_s"]:.0f} s); '
+                  f'{left} left, ETA {eta:.0f} min', flush=True)
+    print(f'[evidence] done in {(time.time() - start) / 60:.1f} min', flush=True)
+
+
+# --------------------------------------------------------------------------- statistics
+def paired_interval(diffs) -> tuple:
+    """Mean of paired differences with its 95 % t-interval over seeds."""
+    d = np.asarray(diffs, dtype=np.float64)
+    if len(d) < 2:
+        return float(d.mean()) if len(d) else float('nan'), float('nan'), float('nan')
+    half = T_975[len(d) - 1] * d.std(ddof=1) / np.sqrt(len(d))
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
+def load_results(results: str) -> dict:
+    found = {}
+    for root, _, files in os.walk(results):
+        for name in files:
+            if name.endswith('.json'):
+                with open(osp.join(root, name)) as f:
+                    rec = json.load(f)
+                found[(rec['task'], rec['pair'], rec['method'], rec['seed'])] = rec
+    return found
+
+
+def summarize(results: str, split: str = 'test') -> str:
+    """Markdown tables: mean +- std over seeds and the paired difference to the student alone."""
+    found = load_results(results)
+    lines = []
+    for task in TASKS:
+        key, metric, _ = demo.METRICS[task]
+        students = {r[3]: found[r][split] for r in found if r[0] == task and r[2] == 'student'}
+        if not students and not any(r[0] == task for r in found):
+            continue
+        lines.append(f'### {demo.TASK_NAMES[task]} ({task}): {metric} on the {split} split\n')
+        lines.append('| teacher | method | n | mean ± std | Δ vs student alone [95% CI] | per seed |')
+        lines.append('|---|---|---|---|---|---|')
+        for pair in PAIRS:
+            t = found.get((task, pair, 'teacher', 0))
+            if t:
+                lines.append(f'| {pair} | teacher | 1 | {t[split]:.2f} | | |')
+        if students:
+            vals = [students[s] for s in sorted(students)]
+            lines.append(f'| – | student alone | {len(vals)} | {np.mean(vals):.2f} ± '
+                         f'{np.std(vals, ddof=1) if len(vals) > 1 else float("nan"):.2f} | | '
+                         f'{", ".join(f"{v:.2f}" for v in vals)} |')
+        for pair in PAIRS:
+            for method in METHODS[1:]:
+                runs = {r[3]: found[r][split] for r in found
+                        if r[0] == task and r[1] == pair and r[2] == method}
+                if not runs:
+                    continue
+                seeds = sorted(runs)
+                vals = [runs[s] for s in seeds]
+                paired = [runs[s] - students[s] for s in seeds if s in students]
+                mean, lo, hi = paired_interval(paired)
+                std = np.std(vals, ddof=1) if len(vals) > 1 else float('nan')
+                lines.append(f'| {pair} | {demo.METHOD_NAMES[method].replace("student + ", "+ ")} | '
+                             f'{len(vals)} | {np.mean(vals):.2f} ± {std:.2f} | {mean:+.2f} '
+                             f'[{lo:+.2f}, {hi:+.2f}] | {", ".join(f"{v:.2f}" for v in vals)} |')
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--tasks', nargs='+', choices=TASKS, default=list(TASKS))
+    parser.add_argument('--pairs', nargs='+', choices=PAIRS, default=list(PAIRS))
+    parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS))
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument('--jobs', type=int, default=2, help='runs at a time (default 2)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch CPU threads per run (default 1: on 2 cores, 2 runs x 1 '
+                        'thread beat 1 run x 2 threads)')
+    parser.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'evidence'))
+    parser.add_argument('--results', default=osp.join(REPO, 'docs', 'evidence', 'results'),
+                        help='one JSON file per finished run (committed)')
+    parser.add_argument('--summarize', action='store_true', help='print the tables and exit')
+    parser.add_argument('--split', default='test', choices=('val', 'test'),
+                        help='split of the --summarize tables (default: test)')
+    parser.add_argument('--run-one', nargs=4, metavar=('TASK', 'PAIR', 'METHOD', 'SEED'),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.work_dir = osp.abspath(args.work_dir)
+    args.results = osp.abspath(args.results)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.summarize:
+        print(summarize(args.results, args.split))
+    elif args.run_one:
+        task, pair, method, seed = args.run_one
+        run_one(task, pair, method, int(seed), args)
+    else:
+        schedule(args)
+        print(summarize(args.results))
+
+
+if __name__ == '__main__':
+    main()
