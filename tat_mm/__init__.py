@@ -10,6 +10,6 @@ from .version import __version__
 
 compat.apply_all()
 
-from . import datasets, distill, losses, models, modules  # noqa: E402,F401  (registers everything)
+from . import datasets, distill, engine, losses, models, modules, visualization  # noqa: E402,F401,E501
 
 __all__ = ['__version__', 'compat', 'datasets', 'distill', 'losses', 'models', 'modules']
