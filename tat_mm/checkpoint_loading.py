@@ -22,6 +22,7 @@ import os
 import os.path as osp
 import pickle
 import re
+import urllib.error
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -126,8 +127,15 @@ def trusting_checkpoints() -> Iterator[None]:
         _TRUST_IN_CONTEXT.reset(token)
 
 
-def _offending_type(message: str) -> str:
-    """The type torch refused, from its ``Weights only load failed`` message."""
+def _offending_types(message: str, local_file: Optional[str]) -> str:
+    """The types torch refused: every global outside the allow-list, or the one in its message."""
+    if local_file is not None:
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(local_file)
+        except Exception:  # noqa: BLE001 - not a zip checkpoint: use the message
+            names = []
+        if names:
+            return ', '.join(names)
     for pattern in (r'GLOBAL ([\w.]+)', r"got <class '([\w.]+)'>", r'getattr\([^)]*\)',
                     r'Unsupported operand \w+'):
         match = re.search(pattern, message)
@@ -141,7 +149,8 @@ def load_checkpoint_file(f: Any,
                          map_location: Any = None,
                          name: Optional[str] = None,
                          trusted: bool = False,
-                         model_dir: Optional[str] = None) -> Any:
+                         model_dir: Optional[str] = None,
+                         **download_options) -> Any:
     """Load a checkpoint with ``weights_only=True`` and the allow-list, unless the user trusts it.
 
     Args:
@@ -154,6 +163,8 @@ def load_checkpoint_file(f: Any,
             (also trusted inside :func:`trusting_checkpoints` or when listed in
             ``TAT_MM_TRUST_CHECKPOINTS``).
         model_dir (str, optional): Download directory for URLs. Defaults to the torch hub cache.
+        **download_options: ``progress``, ``check_hash``, ``file_name`` of
+            ``torch.hub.load_state_dict_from_url``, for URLs.
 
     Returns:
         The loaded object (usually a dict with ``state_dict`` and ``meta``).
@@ -168,7 +179,8 @@ def load_checkpoint_file(f: Any,
     if isinstance(f, str) and f.startswith(('http://', 'https://')):
         def load(weights_only):
             return torch.hub.load_state_dict_from_url(
-                f, model_dir=model_dir, map_location=map_location, weights_only=weights_only)
+                f, model_dir=model_dir, map_location=map_location, weights_only=weights_only,
+                **download_options)
     else:
         def load(weights_only):
             return torch.load(f, map_location=map_location, weights_only=weights_only)
@@ -176,18 +188,21 @@ def load_checkpoint_file(f: Any,
     if trusted or _TRUST_IN_CONTEXT.get() or _trusted_by_env(name):
         return _read(load, False, name)
     with torch.serialization.safe_globals(allowed_types()):
-        return _read(load, True, name)
+        local_file = f if isinstance(f, (str, os.PathLike)) and '://' not in str(f) else None
+        return _read(load, True, name, local_file)
 
 
-def _read(load: Callable[[bool], Any], weights_only: bool, name: str) -> Any:
+def _read(load: Callable[[bool], Any], weights_only: bool, name: str,
+          local_file: Optional[str] = None) -> Any:
     try:
         return load(weights_only)
-    except FileNotFoundError:
+    except (FileNotFoundError, urllib.error.URLError):  # already say what is wrong
         raise
     except pickle.UnpicklingError as exc:
         if weights_only and 'Weights only load failed' in str(exc):
             raise UnsafeCheckpointError(
-                f'Refusing to load checkpoint {name!r}: it contains {_offending_type(str(exc))}, '
+                f'Refusing to load checkpoint {name!r}: it contains '
+                f'{_offending_types(str(exc), local_file)}, '
                 'which is not a weight or one of the types MMEngine checkpoints hold, and '
                 'unpickling it could run code from the file. tat_mm loads checkpoints with '
                 'torch.load(weights_only=True) plus the allow-list in '
@@ -202,14 +217,18 @@ def _read(load: Callable[[bool], Any], weights_only: bool, name: str) -> Any:
 
 
 def _read_error(name: str, exc: BaseException) -> CheckpointReadError:
-    return CheckpointReadError(
-        f'Cannot read checkpoint {name!r} ({type(exc).__name__}: {exc}). The file is truncated, '
-        'corrupted or not a file written by torch.save: an interrupted download or save leaves '
-        'such files. Download or save it again.')
+    text = str(exc).strip()
+    damaged = isinstance(exc, (EOFError, pickle.UnpicklingError)) or any(
+        word in text.lower() for word in ('zip', 'corrupt', 'truncated', 'magic number'))
+    hint = (' The file is truncated or corrupted (an interrupted download or save leaves such '
+            'files): download or save it again.') if damaged else ''
+    return CheckpointReadError(f'Cannot read checkpoint {name!r}: {type(exc).__name__}: {text}'
+                               f'{hint}')
 
 
-def load_url(url: str, model_dir: Optional[str] = None, map_location: Any = None, **kwargs) -> Any:
+def load_url(url: str, model_dir: Optional[str] = None, map_location: Any = None,
+             progress: bool = True, check_hash: bool = False,
+             file_name: Optional[str] = None) -> Any:
     """Drop-in for MMEngine's ``load_url`` (``http(s)://``, ``open-mmlab://``, ``torchvision://``)."""
-    if kwargs:
-        raise TypeError(f'Unexpected arguments for load_url: {sorted(kwargs)}')
-    return load_checkpoint_file(url, map_location=map_location, model_dir=model_dir)
+    return load_checkpoint_file(url, map_location=map_location, model_dir=model_dir,
+                                progress=progress, check_hash=check_hash, file_name=file_name)

@@ -1,41 +1,149 @@
-"""Export the student of a tat_mm distiller checkpoint as a plain mm* model checkpoint.
+"""Export the student of a tat_mm distiller checkpoint as a plain mm* model checkpoint + config.
 
-The result loads into the plain student model of mmseg / mmdet / mmpretrain with no missing or
-unexpected keys (``load_from=...``, ``tools/test.py`` of the upstream library, inference APIs).
+Writes two files that plain mmseg / mmdet / mmpretrain use with no tat_mm import:
+
+* ``DST`` (e.g. ``student.pth``): the student's weights (no missing or unexpected keys for the
+  plain student model) and a ``meta`` of plain Python values (loads with
+  ``torch.load(weights_only=True)``); ``meta['cfg']`` is the student's config, ``dataset_meta``
+  (classes, palette) is kept for the inference APIs;
+* ``DST`` with ``.py`` (e.g. ``student.py``, or ``--out-config``): the training config with the
+  student as ``model``, for ``mmseg.apis.init_model(cfg, ckpt)``, ``mmdet.apis.init_detector``,
+  ``mmpretrain.get_model(cfg, pretrained=ckpt)`` and the libraries' ``tools/test.py``.
 
     python tools/export_student.py work_dirs/.../iter_40000.pth student.pth
 """
 import argparse
+import os.path as osp
 from collections import OrderedDict
+from typing import Any, Optional, Set
 
+import numpy as np
 import torch
+from mmengine.config import Config
 
-import tat_mm  # noqa: F401  (lets torch.load read MMEngine checkpoints on torch >= 2.6)
+import tat_mm  # noqa: F401  (safe checkpoint loading, registries)
+from tat_mm.checkpoint_loading import load_checkpoint_file
+from tat_mm.distill.teacher import resolve_model_config
 
 PREFIX = 'student.'
 
 
-def export_student(src: str, dst: str) -> int:
-    """Write the student's weights of distiller checkpoint ``src`` to ``dst``.
+def plain(value: Any, where: str = 'meta') -> Any:
+    """``value`` with numpy scalars / arrays turned into Python numbers / lists (weights-only safe).
+
+    Raises:
+        TypeError: A value of another type (it would make the checkpoint need unpickling code).
+    """
+    if isinstance(value, dict):
+        return {k: plain(v, f'{where}[{k!r}]') for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v, f'{where}[{i}]') for i, v in enumerate(value))
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if value is None or isinstance(value, (str, bytes, bool, int, float, torch.Tensor)):
+        return value
+    raise TypeError(f'{where} is a {type(value).__name__}: the exported checkpoint holds plain '
+                    'values only. Remove it from the checkpoint meta before exporting.')
+
+
+def tat_mm_type_names() -> Set[str]:
+    """The ``type`` names tat_mm registered (in MMEngine's root registries and their children)."""
+    from mmengine import registry as mm_registry
+    names, seen = set(), set()
+
+    def walk(registry):
+        if id(registry) in seen:
+            return
+        seen.add(id(registry))
+        names.update(name for name, obj in registry.module_dict.items()
+                     if getattr(obj, '__module__', '').startswith('tat_mm'))
+        for child in registry.children.values():
+            walk(child)
+
+    for registry in vars(mm_registry).values():
+        if isinstance(registry, mm_registry.Registry):
+            walk(registry)
+    return names
+
+
+def types_in(node: Any) -> Set[str]:
+    """Every ``type`` string in a (nested) config."""
+    found = set()
+    if isinstance(node, dict):
+        if isinstance(node.get('type'), str):
+            found.add(node['type'].split('.')[-1])
+        for value in node.values():
+            found |= types_in(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            found |= types_in(value)
+    return found
+
+
+def student_config(distiller_cfg: Config) -> Config:
+    """The training config with the distiller's student as ``model`` (plain mm* config).
+
+    ``tat_mm`` leaves ``custom_imports`` unless the config still names a tat_mm type (a built-in
+    dataset, hook or backbone); ``load_from`` and ``resume`` are cleared.
+    """
+    cfg = distiller_cfg.copy()
+    distiller = cfg.model
+    model = resolve_model_config(distiller['student'])
+    if 'data_preprocessor' not in model and cfg.get('data_preprocessor') is not None:
+        model['data_preprocessor'] = cfg['data_preprocessor']  # as the distiller gave it
+    cfg.model = model
+    cfg.load_from = None
+    cfg.resume = False
+    imports = cfg.get('custom_imports')
+    if imports and 'tat_mm' in imports.get('imports', []):
+        needed = sorted(types_in(cfg.to_dict()) & tat_mm_type_names())
+        if needed:
+            print(f'The student config keeps custom_imports of tat_mm for {", ".join(needed)}.')
+        else:
+            rest = [name for name in imports['imports'] if name != 'tat_mm']
+            if rest:
+                cfg.custom_imports = dict(imports, imports=rest)
+            else:
+                del cfg['custom_imports']
+    return cfg
+
+
+def export_student(src: str, dst: str, out_config: Optional[str] = None,
+                   distiller_config: Optional[str] = None) -> int:
+    """Write the student's weights of distiller checkpoint ``src`` to ``dst`` and its config.
 
     Args:
         src (str): A checkpoint written by MMEngine while training a tat_mm distiller.
-        dst (str): Output path.
+        dst (str): Output checkpoint path.
+        out_config (str, optional): Output config path. Defaults to ``dst`` with ``.py``.
+        distiller_config (str, optional): The distiller's training config, for checkpoints
+            without ``meta['cfg']`` (MMEngine's runner always writes it). Defaults to None.
 
     Returns:
         int: The number of tensors written.
     """
-    # MMEngine checkpoints hold numpy scalars and a MessageHub state in `meta`: not weights-only.
-    ckpt = torch.load(src, map_location='cpu', weights_only=False)
+    ckpt = load_checkpoint_file(src, map_location='cpu')  # weights-only, see tat_mm/compat.py
     state = ckpt.get('state_dict', ckpt)
     student = OrderedDict((k[len(PREFIX):], v) for k, v in state.items() if k.startswith(PREFIX))
     if not student:
         raise ValueError(f'{src} has no "{PREFIX}*" weights: it is not a tat_mm distiller checkpoint '
                          f'(its first keys: {list(state)[:5]}).')
     meta = dict(ckpt.get('meta', {}))
+    if distiller_config is not None:
+        cfg = Config.fromfile(distiller_config)
+    elif meta.get('cfg'):
+        cfg = Config.fromstring(meta['cfg'], file_format='.py')
+    else:
+        raise ValueError(f'{src} has no meta["cfg"] (the training config MMEngine writes): give '
+                         'the distiller config with --config.')
+    cfg = student_config(cfg)
     meta.pop('message_hub', None)  # training state, meaningless for the plain model
-    meta['exported_from'] = src
+    meta['cfg'] = cfg.pretty_text
+    meta['exported_from'] = osp.abspath(src)
+    meta = plain(meta)
     torch.save({'meta': meta, 'state_dict': student}, dst)
+    out_config = out_config or osp.splitext(dst)[0] + '.py'
+    cfg.dump(out_config)
     return len(student)
 
 
@@ -43,9 +151,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('src', help='distiller checkpoint (e.g. work_dirs/.../iter_40000.pth)')
     parser.add_argument('dst', help='output checkpoint for the plain student model')
+    parser.add_argument('--out-config', help='output student config (default: DST with .py)')
+    parser.add_argument('--config', help='the distiller config, if SRC has no meta["cfg"]')
     args = parser.parse_args()
-    n = export_student(args.src, args.dst)
-    print(f'Wrote {n} student tensors to {args.dst}')
+    out_config = args.out_config or osp.splitext(args.dst)[0] + '.py'
+    n = export_student(args.src, args.dst, out_config, args.config)
+    print(f'Wrote {n} student tensors to {args.dst} and the student config to {out_config}')
 
 
 if __name__ == '__main__':

@@ -38,6 +38,21 @@ def parse_args():
     return args
 
 
+def skip_teacher_weights(cfg: Config) -> None:
+    """Evaluating a distiller runs its student only: build the teacher without its checkpoint.
+
+    So testing needs neither the teacher file nor its download. Training still loads and checks it
+    when the distiller is built. Tap validation (``validate_taps``) runs the teacher: it is off too.
+    """
+    model = cfg.get('model')
+    teacher = model.get('teacher') if isinstance(model, dict) else None
+    if isinstance(teacher, dict) and 'config' in teacher and str(model.get('type')).endswith(
+            'Distiller'):
+        teacher['load_checkpoint'] = False
+        if model.get('validate_taps'):
+            model['validate_taps'] = False
+
+
 def main():
     args = parse_args()
     cfg = Config.fromfile(args.config)
@@ -48,7 +63,10 @@ def main():
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    # Loaded weights-only with tat_mm's allow-list (tat_mm/checkpoint_loading.py); a file that needs
+    # more is refused unless listed in TAT_MM_TRUST_CHECKPOINTS.
     cfg.load_from = args.checkpoint
+    skip_teacher_weights(cfg)
 
     if args.show_dir:
         vis_hook = cfg.default_hooks.get('visualization')

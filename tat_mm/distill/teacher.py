@@ -1,4 +1,5 @@
 """Building, strictly loading and freezing the teacher."""
+import contextlib
 import os.path as osp
 from typing import Optional, Union
 
@@ -7,6 +8,8 @@ import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.registry import DefaultScope, Registry
 from mmengine.runner.checkpoint import _load_checkpoint
+
+from ..checkpoint_loading import trusting_checkpoints
 
 
 def load_config(path: str) -> Config:
@@ -60,20 +63,25 @@ def resolve_model_config(config: Union[str, dict, Config]) -> dict:
     return ConfigDict(config)
 
 
-def load_checkpoint_strict(model: nn.Module, checkpoint: str, model_name: str = 'teacher') -> None:
+def load_checkpoint_strict(model: nn.Module, checkpoint: str, model_name: str = 'teacher',
+                           trusted: bool = False) -> None:
     """Load ``checkpoint`` into ``model``; any missing, unexpected or mis-shaped key is an error.
 
     Args:
         model (nn.Module): The model to load into.
         checkpoint (str): Local path or URL of an MMEngine / plain ``state_dict`` checkpoint.
         model_name (str): How to call the model in error messages. Defaults to 'teacher'.
+        trusted (bool): The user trusts this file: unpickle it fully instead of weights-only with
+            the allow-list of :mod:`tat_mm.checkpoint_loading`. Defaults to False.
     """
     if '://' not in checkpoint and not osp.isfile(osp.expanduser(checkpoint)):
         raise FileNotFoundError(f'The {model_name} checkpoint {checkpoint!r} does not exist. Set '
                                 f'`model.{model_name}.checkpoint` to the trained {model_name} '
                                 f'weights (in the config, or --cfg-options '
                                 f'model.{model_name}.checkpoint=PATH).')
-    ckpt = _load_checkpoint(checkpoint, map_location='cpu')
+    # MMEngine's loaders go through tat_mm.checkpoint_loading (weights-only; see tat_mm/compat.py).
+    with trusting_checkpoints() if trusted else contextlib.nullcontext():
+        ckpt = _load_checkpoint(checkpoint, map_location='cpu')
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
     # Checkpoints saved from a (distributed) wrapper carry a 'module.' prefix.
     state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
@@ -103,7 +111,11 @@ def build_teacher(teacher: dict, registry: Registry, scope: Optional[str] = None
     Args:
         teacher (dict): ``dict(config=..., checkpoint=...)`` where ``config`` is a config path
             (local or ``'mmseg::...'``), a full config or a model dict, and ``checkpoint`` a path
-            or URL. Optional ``cfg_options`` (dict) is merged into the model config.
+            or URL. Optional ``cfg_options`` (dict) is merged into the model config. Optional
+            ``trust_checkpoint=True`` unpickles the checkpoint fully (only for a file you trust:
+            by default it is loaded weights-only, see :mod:`tat_mm.checkpoint_loading`).
+            Optional ``load_checkpoint=False`` builds the teacher without its weights, for
+            evaluation (``tools/test.py`` sets it): running such a teacher is an error.
         registry (Registry): The task library's ``MODELS`` registry.
         scope (str, optional): The task library's scope, used to build the teacher whatever the
             runner's ``default_scope`` is. Defaults to None.
@@ -111,17 +123,41 @@ def build_teacher(teacher: dict, registry: Registry, scope: Optional[str] = None
     Returns:
         nn.Module: The teacher in eval mode with ``requires_grad=False`` everywhere.
     """
-    unknown = set(teacher) - {'config', 'checkpoint', 'cfg_options'}
+    unknown = set(teacher) - {'config', 'checkpoint', 'cfg_options', 'trust_checkpoint',
+                              'load_checkpoint'}
     if unknown or 'config' not in teacher:
         raise ValueError('`teacher` must be dict(config=<path or model dict>, checkpoint=<path or '
-                         f'url>[, cfg_options=dict(...)]); got keys {sorted(teacher)}.')
+                         'url>[, cfg_options=dict(...), trust_checkpoint=False, '
+                         f'load_checkpoint=True]); got keys {sorted(teacher)}.')
+    if not teacher.get('load_checkpoint', True):
+        # Evaluation only (tools/test.py): the student is what runs; the teacher file may be absent.
+        return freeze(without_weights(build_teacher_model(teacher, registry, scope)))
     if not teacher.get('checkpoint'):
         raise ValueError('`model.teacher.checkpoint` is not set: a distillation teacher needs '
                          'trained weights. Give the path or URL of the teacher checkpoint (in the '
                          'config, or --cfg-options model.teacher.checkpoint=PATH).')
     model = build_teacher_model(teacher, registry, scope)
-    load_checkpoint_strict(model, teacher['checkpoint'], 'teacher')
+    load_checkpoint_strict(model, teacher['checkpoint'], 'teacher',
+                           trusted=bool(teacher.get('trust_checkpoint', False)))
     return freeze(model)
+
+
+def without_weights(model: nn.Module) -> nn.Module:
+    """Mark a teacher built with ``load_checkpoint=False``: running it raises a clear error.
+
+    Loading a state dict into it (a checkpoint written with ``save_teacher=True``) lifts the mark.
+    """
+
+    def refuse(module, args):
+        raise RuntimeError(
+            'The teacher was built without its weights (model.teacher.load_checkpoint=False, which '
+            'tools/test.py sets: evaluation runs the student only), so it cannot be run: the '
+            'distillation losses would come from random weights. To train, build the distiller '
+            'without load_checkpoint=False.')
+
+    handle = model.register_forward_pre_hook(refuse)
+    model.register_load_state_dict_post_hook(lambda module, keys: handle.remove())
+    return model
 
 
 def build_teacher_model(teacher: dict, registry: Registry, scope: Optional[str] = None) -> nn.Module:
