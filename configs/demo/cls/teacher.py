@@ -19,7 +19,7 @@ model = dict(
 # docs/evidence.md); training uses only the first `num_train` of the remaining 1,079, so that
 # the students are far from saturated and there is room for a teacher to help.
 digits = dict(test_fraction=0.2)
-num_train = 300
+num_train = 150
 
 train_pipeline = [dict(type='RandomCrop', crop_size=32, padding=2), dict(type='PackInputs')]
 test_pipeline = [dict(type='PackInputs')]

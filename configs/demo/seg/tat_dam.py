@@ -1,5 +1,6 @@
-# Demo TaT + DAM (segmentation): the patch-group TaT of tat.py confined to the areas SoKD's DAM
-# finds (class-agnostic, top-8 areas, DAM untuned); the anchor-point term stays global.
+# Demo TaT + DAM (segmentation): the hierarchical TaT of tat.py confined to the areas SoKD's DAM
+# finds (class-agnostic, top-8 areas, DAM untuned): the patch-group term with DAM's mask, the
+# anchor-point term with the mask pooled like the anchors.
 #   python tools/train.py configs/demo/seg/tat_dam.py
 _base_ = './student.py'
 
@@ -13,11 +14,10 @@ model = dict(
         dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
              losses=[
                  dict(type='DAMDistillLoss', student_channels=32, teacher_channels=128,
-                      feature_loss=dict(type='PatchGroupTaTLoss', patches_per_side=4,
-                                        group_size=4, loss_weight=0.1),
+                      feature_loss=dict(type='HierarchicalTaTLoss', patches_per_side=4,
+                                        group_size=4, pool_size=4, patch_weight=0.1,
+                                        anchor_weight=0.05),
                       dam=dict(num_classes=1, feat_channels=32, init_size=4.0), topk=8),
-                 dict(type='AnchorPointTaTLoss', student_channels=32, teacher_channels=128,
-                      pool_size=4, loss_weight=0.05),
              ]),
     ])
 # Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
