@@ -31,6 +31,12 @@ LOSS_SHORT_NAMES = {
     'KDLoss': 'kd',
     'FitNetLoss': 'fitnet',
     'DAMDistillLoss': 'dam',
+    'ChannelWiseDivergenceLoss': 'cwd',
+    'DKDLoss': 'dkd',
+    'ATLoss': 'at',
+    'ReviewKDLoss': 'review_kd',
+    'PKDLoss': 'pkd',
+    'MGDLoss': 'mgd',
 }
 
 
@@ -45,18 +51,28 @@ def _short_name(loss_type) -> str:
 class DistillPair(nn.Module):
     """One student tap, one teacher tap and the losses computed between them.
 
+    A *multi-tap* pair (``student`` and ``teacher`` lists of tap names, e.g. ReviewKD's stages)
+    passes its losses the lists of features in that order; ``student_tap`` / ``teacher_tap`` are
+    then the names joined by ``'+'`` (the log name), ``student_tap_names`` / ``teacher_tap_names``
+    the lists.
+
     Args:
-        student (str): Student tap name (see :attr:`FeatureTap.name`).
-        teacher (str): Teacher tap name.
+        student (str | List[str]): Student tap name (see :attr:`FeatureTap.name`), or a list.
+        teacher (str | List[str]): Teacher tap name, or a list of the same length.
         losses (List[dict]): Loss configs; an optional ``name`` key sets the log name.
         resize (bool): Bilinearly resize the student feature to the teacher's spatial size when
-            they differ. Defaults to False (a size mismatch is an error).
+            they differ (tap by tap). Defaults to False (a size mismatch is an error).
     """
 
-    def __init__(self, student: str, teacher: str, losses: List[dict], resize: bool = False):
+    def __init__(self, student: Union[str, List[str]], teacher: Union[str, List[str]],
+                 losses: List[dict], resize: bool = False):
         super().__init__()
-        self.student_tap = student
-        self.teacher_tap = teacher
+        self.multi_tap = not isinstance(student, str)
+        self.student_tap_names = list(student) if self.multi_tap else [student]
+        self.teacher_tap_names = list(teacher) if self.multi_tap else [teacher]
+        self.student_tap = '+'.join(self.student_tap_names)
+        self.teacher_tap = '+'.join(self.teacher_tap_names)
+        student, teacher = self.student_tap, self.teacher_tap
         self.resize = resize
         self.losses = nn.ModuleList()
         self.loss_names: List[str] = []
@@ -69,22 +85,56 @@ class DistillPair(nn.Module):
             self.loss_names.append(name)
             # Losses live in MMEngine's root registry and are found from any task scope.
             self.losses.append(ROOT_MODELS.build(cfg))
+            # Losses taking lists of taps say so (``multi_tap = True``); a mix-up is a build error.
+            if getattr(self.losses[-1], 'multi_tap', False) != self.multi_tap:
+                raise ValueError(
+                    f'Distill entry {student!r}: {type(self.losses[-1]).__name__} takes '
+                    + ('one tap; this entry lists several (student / teacher lists are for losses '
+                       'like ReviewKDLoss). Write one entry per tap (or index=[...] for elements of '
+                       'one tuple output).' if self.multi_tap else
+                       "several taps: list them in the entry, student=['backbone.layer1', ...], "
+                       'teacher=[...].'))
         # The keyword arguments each loss takes (extra inputs such as boxes go only to those).
         self._loss_params = [set(inspect.signature(loss.forward).parameters) for loss in self.losses]
 
-    def forward(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
-                **kwargs) -> Dict[str, torch.Tensor]:
-        """Compute every loss of this pair; returns ``{log key: loss}``."""
+    def select(self, student_feats: Dict[str, torch.Tensor],
+               teacher_feats: Dict[str, torch.Tensor]) -> tuple:
+        """This pair's (student, teacher) features from ``{tap name: tensor}``: two tensors, or two
+        lists for a multi-tap pair."""
+        student = [student_feats[name] for name in self.student_tap_names]
+        teacher = [teacher_feats[name] for name in self.teacher_tap_names]
+        return (student, teacher) if self.multi_tap else (student[0], teacher[0])
+
+    def _align(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor, student_tap: str,
+               teacher_tap: str) -> tuple:
+        """Detach the teacher (fp32), check ranks, resize the student if asked; one tap pair."""
         teacher_feat = teacher_feat.detach().float()
         if student_feat.dim() == 4 and student_feat.shape[-2:] != teacher_feat.shape[-2:]:
             if not self.resize:
                 raise ValueError(
-                    f'Distill pair student {self.student_tap!r} {tuple(student_feat.shape)} / teacher '
-                    f'{self.teacher_tap!r} {tuple(teacher_feat.shape)}: spatial sizes differ. Tap '
+                    f'Distill pair student {student_tap!r} {tuple(student_feat.shape)} / teacher '
+                    f'{teacher_tap!r} {tuple(teacher_feat.shape)}: spatial sizes differ. Tap '
                     'layers of the same stride, or set resize=True in this distill entry to resize '
                     'the student bilinearly.')
             student_feat = F.interpolate(student_feat, size=teacher_feat.shape[-2:], mode='bilinear',
                                          align_corners=False)
+        return student_feat, teacher_feat
+
+    def forward(self, student_feat: Union[torch.Tensor, List[torch.Tensor]],
+                teacher_feat: Union[torch.Tensor, List[torch.Tensor]],
+                **kwargs) -> Dict[str, torch.Tensor]:
+        """Compute every loss of this pair; returns ``{log key: loss}``.
+
+        A multi-tap pair takes (and passes its losses) lists of features, one per tap.
+        """
+        if not self.multi_tap:
+            student_feat, teacher_feat = self._align(student_feat, teacher_feat, self.student_tap,
+                                                     self.teacher_tap)
+        else:
+            aligned = [self._align(*args) for args in zip(student_feat, teacher_feat,
+                                                          self.student_tap_names,
+                                                          self.teacher_tap_names)]
+            student_feat, teacher_feat = [s for s, _ in aligned], [t for _, t in aligned]
         results = {}
         for name, loss, accepted in zip(self.loss_names, self.losses, self._loss_params):
             extra = {k: v for k, v in kwargs.items() if k in accepted}
@@ -123,6 +173,13 @@ class BaseDistiller(BaseModel):
             optional ``index`` (int or list of ints: pick tuple elements, e.g. FPN levels; a list
             makes one entry per index with its own loss modules), ``use_input`` (tap the module's
             input instead of its output) and ``resize`` (bilinear student-to-teacher resizing).
+            *Multi-tap* entry, for losses that take several taps at once (``ReviewKDLoss``):
+            ``student`` and ``teacher`` are lists of module paths of equal length, e.g.
+            ``student=['backbone.layer1', 'backbone.layer2'], teacher=[...]`` or, for several
+            elements of one tuple output, ``student=['neck'] * 3, teacher=['neck'] * 3,
+            index=[0, 1, 2]`` (``index``: one int or None per path, or one int for all). The
+            entry's losses are called with lists of features in that order; the log key joins the
+            student taps with ``'+'`` (``loss_review_kd.backbone.layer1+backbone.layer2``).
         teacher_dtype (str, optional): Run the teacher in 'float16' or 'bfloat16' to save memory
             and time. Defaults to None (float32).
         check_finite (bool): Raise ``FloatingPointError`` naming the term when a distillation loss
@@ -178,12 +235,16 @@ class BaseDistiller(BaseModel):
             raise ValueError('`distill` is empty: a distiller without distillation entries would '
                              'silently train the plain student. Add at least one entry.')
         for entry in self._expand_entries(distill):
-            s_tap = self._get_tap(student_taps, self.student, entry, 'student')
-            t_tap = self._get_tap(teacher_taps, self.teacher, entry, 'teacher')
+            # A multi-tap entry (lists of paths) taps every path; its pair gets the tap names.
+            tap_entries = self._split_multi_tap(entry)
+            s_tap = [self._get_tap(student_taps, self.student, e, 'student').name for e in tap_entries]
+            t_tap = [self._get_tap(teacher_taps, self.teacher, e, 'teacher').name for e in tap_entries]
             if not entry.get('losses'):
                 raise ValueError(f'Distill entry {entry["student"]!r} has no `losses`.')
+            multi_tap = isinstance(entry['student'], list)
             self.pairs.append(
-                DistillPair(s_tap.name, t_tap.name, entry['losses'], entry.get('resize', False)))
+                DistillPair(s_tap if multi_tap else s_tap[0], t_tap if multi_tap else t_tap[0],
+                            entry['losses'], entry.get('resize', False)))
         self.student_taps = TapGroup(student_taps.values())
         self.teacher_taps = TapGroup(teacher_taps.values(), stop_when_complete=True)
 
@@ -199,11 +260,40 @@ class BaseDistiller(BaseModel):
                                  'path>, losses=[...][, index, use_input, resize]); got keys '
                                  f'{sorted(entry)}.')
             index = entry.get('index')
-            if isinstance(index, (list, tuple)):
+            if isinstance(entry['student'], (list, tuple)) or isinstance(entry['teacher'], (list, tuple)):
+                entries.append(BaseDistiller._multi_tap_entry(entry))
+            elif isinstance(index, (list, tuple)):
                 entries += [dict(entry, index=i, losses=copy.deepcopy(entry['losses'])) for i in index]
             else:
                 entries.append(entry)
         return entries
+
+    @staticmethod
+    def _multi_tap_entry(entry: dict) -> dict:
+        """Check a multi-tap entry and give it one ``index`` per tap (None: the whole output)."""
+        student, teacher, index = entry['student'], entry['teacher'], entry.get('index')
+        if not (isinstance(student, (list, tuple)) and isinstance(teacher, (list, tuple))
+                and len(student) == len(teacher) and len(student) > 0):
+            raise ValueError('A multi-tap distill entry lists as many student as teacher module '
+                             "paths, e.g. student=['backbone.layer1', 'backbone.layer2'], teacher="
+                             f"['backbone.layer1', 'backbone.layer2']; got student={student!r}, "
+                             f'teacher={teacher!r}.')
+        if isinstance(index, (list, tuple)):
+            if len(index) != len(student):
+                raise ValueError(f'Multi-tap distill entry {list(student)!r}: index={index!r} needs one '
+                                 f'element (int or None) per tap ({len(student)}).')
+        else:
+            index = [index] * len(student)
+        return dict(entry, student=list(student), teacher=list(teacher), index=list(index))
+
+    @staticmethod
+    def _split_multi_tap(entry: dict) -> List[dict]:
+        """One single-tap entry per tap of a multi-tap entry; ``[entry]`` for a single-tap one."""
+        if not isinstance(entry['student'], list):
+            return [entry]
+        return [dict(entry, student=s, teacher=t, index=i)
+                for s, t, i in zip(entry['student'], entry['teacher'], entry['index'])]
+
 
     @staticmethod
     def _get_tap(taps: dict, model: nn.Module, entry: dict, role: str) -> FeatureTap:
@@ -283,9 +373,11 @@ class BaseDistiller(BaseModel):
         student_feats = self.student_taps.pop_all()
         distill_losses = {}
         for pair in self.pairs:
-            student_feat = student_feats[pair.student_tap]
-            terms = pair(student_feat, teacher_feats[pair.teacher_tap],
-                         **self._loss_kwargs(student_feat, inputs, data_samples))
+            student_feat, teacher_feat = pair.select(student_feats, teacher_feats)
+            # A multi-tap pair's extra inputs (e.g. boxes scaled to a map) refer to its first tap.
+            first_feat = student_feat[0] if pair.multi_tap else student_feat
+            terms = pair(student_feat, teacher_feat,
+                         **self._loss_kwargs(first_feat, inputs, data_samples))
             overlap = set(terms) & (set(distill_losses) | set(losses))
             if overlap:
                 raise ValueError(f'Loss keys {sorted(overlap)} are produced twice: give the '
@@ -311,7 +403,8 @@ class BaseDistiller(BaseModel):
         """Extra keyword arguments for the losses that accept them (detection passes boxes).
 
         Args:
-            student_feat (torch.Tensor): The student feature of the pair, (B, C, h, w).
+            student_feat (torch.Tensor): The student feature of the pair, (B, C, h, w) (the
+                first one for a multi-tap pair).
             inputs (torch.Tensor): The preprocessed batch, (B, 3, H, W).
             data_samples (list): The batch's data samples.
         """

@@ -2,7 +2,8 @@
 
 Every feature loss has the call signature ``loss(student_feat, teacher_feat, weight=None)`` where
 ``weight`` is an optional (B, 1, H, W) spatial weight map, and returns a scalar already multiplied
-by its ``loss_weight``.
+by its ``loss_weight``. Losses whose normalisation spans the whole map (CWD, AT) take no
+``weight``; DKD also takes ``gt_label``; ReviewKD takes lists of features (a multi-tap entry).
 """
 # Each line imports one loss file (importing registers it).
 from .anchor_point_tat_loss import AnchorPointTaTLoss

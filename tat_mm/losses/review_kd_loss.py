@@ -106,6 +106,8 @@ class ReviewKDLoss(nn.Module):
         pool_sizes (Sequence[int]): HCL pooling sizes. Defaults to (4, 2, 1).
         loss_weight (float): Multiplier of the loss. Defaults to 1.0.
     """
+    #: Takes lists of features (a multi-tap distill entry); the distiller checks it at build time.
+    multi_tap = True
 
     def __init__(self,
                  student_channels: Sequence[int],

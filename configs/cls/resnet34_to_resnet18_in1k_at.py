@@ -1,0 +1,16 @@
+# AT baseline: ResNet-34 -> ResNet-18 on ImageNet, on the pair and schedule of the TaT run
+# (resnet34_to_resnet18_in1k_tat.py, which this file inherits: only the loss differs).
+# AT (Zagoruyko & Komodakis, ICLR 2017): 70.59 top-1 in the TaT paper's Table 2 (its own
+# schedule); on this schedule (pre-trained student, AdamW): not measured.
+# Loss: 1.0 * CE + attention transfer (p = 2) after each of the four stages, each weighted
+# beta / 2 = 500 as in the authors' code (beta = 1000).
+#   python tools/train.py configs/cls/resnet34_to_resnet18_in1k_at.py
+#   bash tools/dist_train.sh configs/cls/resnet34_to_resnet18_in1k_at.py 8
+_base_ = './resnet34_to_resnet18_in1k_tat.py'
+
+model = dict(
+    student=dict(head=dict(loss=dict(loss_weight=1.0))),
+    distill=[
+        dict(student=f'backbone.layer{i}', teacher=f'backbone.layer{i}',
+             losses=[dict(type='ATLoss', p=2.0, loss_weight=500.0)]) for i in (1, 2, 3, 4)
+    ])
