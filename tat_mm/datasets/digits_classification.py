@@ -28,13 +28,16 @@ class DigitsClassificationDataset(BaseDataset):
         ...     ])
 
     Args:
-        split (str): 'train' or 'val'. Defaults to 'train'.
+        split (str): 'train', 'val' or 'test' (needs ``test_fraction``).
+            Defaults to 'train'.
         image_size (int): Height and width of the images. Defaults to 32.
         interpolation (str): Upscaling of the 8x8 digits, 'bilinear' or
             'nearest'. Defaults to 'bilinear'.
         val_fraction (float): Fraction of each digit that goes to val.
             Defaults to 0.2.
         seed (int): Seed of the train/val split. Defaults to 0.
+        test_fraction (float): Fraction of each digit held out as the test
+            split. Defaults to 0.0 (no test split).
         **kwargs: Passed to :class:`mmpretrain.datasets.BaseDataset`, e.g.
             ``pipeline``, ``test_mode``, ``indices``, ``metainfo``.
     """
@@ -47,12 +50,14 @@ class DigitsClassificationDataset(BaseDataset):
                  interpolation: str = 'bilinear',
                  val_fraction: float = 0.2,
                  seed: int = 0,
+                 test_fraction: float = 0.0,
                  **kwargs):
         self.split = split
         self.image_size = image_size
         self.interpolation = interpolation
         self.val_fraction = val_fraction
         self.seed = seed
+        self.test_fraction = test_fraction
         # No annotation file nor image folder: the data are built in memory.
         kwargs.setdefault('ann_file', '')
         super().__init__(**kwargs)
@@ -68,7 +73,8 @@ class DigitsClassificationDataset(BaseDataset):
             image_size=self.image_size,
             interpolation=self.interpolation,
             val_fraction=self.val_fraction,
-            seed=self.seed)
+            seed=self.seed,
+            test_fraction=self.test_fraction)
         return [
             dict(img=img, gt_label=int(label))
             for img, label in zip(images, labels)

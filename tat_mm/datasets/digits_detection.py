@@ -1,5 +1,6 @@
 """Digits detection as an mmdet COCO-style dataset (cached PNG + JSON)."""
-from typing import Optional, Sequence
+import functools
+from typing import List, Optional, Sequence
 
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
@@ -42,7 +43,8 @@ class DigitsDetDataset(CocoDataset):
     Args:
         data_root (str): Cache directory of the canvas files, written if
             missing. Defaults to 'data/digits'.
-        split (str): 'train' or 'val'. Defaults to 'train'.
+        split (str): 'train', 'val' or 'test' (needs ``num_test`` and
+            ``test_fraction``). Defaults to 'train'.
         seed (int): Seed of the digit pools and canvases. Defaults to 0.
         num_train (int): Number of train canvases. Defaults to 400.
         num_val (int): Number of val canvases. Defaults to 100.
@@ -56,6 +58,9 @@ class DigitsDetDataset(CocoDataset):
         noise (int): Maximum background noise, 0..255. Defaults to 16.
         val_fraction (float): Fraction of each digit in the val pool.
             Defaults to 0.2.
+        num_test (int): Number of held-out test canvases. Defaults to 0.
+        test_fraction (float): Fraction of each digit in the held-out test
+            pool. Defaults to 0.0 (no test split).
         ann_file (str, optional): Defaults to None, which means
             ``'annotations/instances_{split}.json'``.
         data_prefix (dict, optional): Defaults to None, which means
@@ -78,13 +83,20 @@ class DigitsDetDataset(CocoDataset):
                  threshold: float = 0.4,
                  noise: int = 16,
                  val_fraction: float = 0.2,
+                 num_test: int = 0,
+                 test_fraction: float = 0.0,
                  ann_file: Optional[str] = None,
                  data_prefix: Optional[dict] = None,
                  **kwargs):
-        if split not in ('train', 'val'):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if split not in ('train', 'val', 'test'):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        if split == 'test' and not num_test:
+            raise ValueError("split='test' needs num_test > 0 and test_fraction > 0")
         self.split = split
-        ensure_canvas_files(
+        # Written when the data is loaded (full_init), not when the dataset is built only for its
+        # metainfo (lazy_init=True, as mmdet's init_detector does): building a model writes nothing.
+        self._write_canvas_files = functools.partial(
+            ensure_canvas_files,
             data_root,
             seed=seed,
             num_train=num_train,
@@ -94,7 +106,9 @@ class DigitsDetDataset(CocoDataset):
             digits_per_canvas=digits_per_canvas,
             threshold=threshold,
             noise=noise,
-            val_fraction=val_fraction)
+            val_fraction=val_fraction,
+            num_test=num_test,
+            test_fraction=test_fraction)
         if ann_file is None:
             ann_file = f'annotations/instances_{split}.json'
         if data_prefix is None:
@@ -104,3 +118,8 @@ class DigitsDetDataset(CocoDataset):
             ann_file=ann_file,
             data_prefix=data_prefix,
             **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        """Write the canvas files if missing, then load the COCO annotations."""
+        self._write_canvas_files()
+        return super().load_data_list()

@@ -1,5 +1,6 @@
 """Digits semantic segmentation as an mmseg dataset (cached PNG files)."""
-from typing import Optional, Sequence
+import functools
+from typing import List, Optional, Sequence
 
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
@@ -35,7 +36,8 @@ class DigitsSegDataset(BaseSegDataset):
     Args:
         data_root (str): Cache directory of the canvas files, written if
             missing. Defaults to 'data/digits'.
-        split (str): 'train' or 'val'. Defaults to 'train'.
+        split (str): 'train', 'val' or 'test' (needs ``num_test`` and
+            ``test_fraction``). Defaults to 'train'.
         seed (int): Seed of the digit pools and canvases. Defaults to 0.
         num_train (int): Number of train canvases. Defaults to 400.
         num_val (int): Number of val canvases. Defaults to 100.
@@ -49,6 +51,9 @@ class DigitsSegDataset(BaseSegDataset):
         noise (int): Maximum background noise, 0..255. Defaults to 16.
         val_fraction (float): Fraction of each digit in the val pool.
             Defaults to 0.2.
+        num_test (int): Number of held-out test canvases. Defaults to 0.
+        test_fraction (float): Fraction of each digit in the held-out test
+            pool. Defaults to 0.0 (no test split).
         data_prefix (dict, optional): Image and mask folders under
             ``data_root``. Defaults to None, which means
             ``dict(img_path='images/{split}', seg_map_path='masks/{split}')``.
@@ -70,12 +75,19 @@ class DigitsSegDataset(BaseSegDataset):
                  threshold: float = 0.4,
                  noise: int = 16,
                  val_fraction: float = 0.2,
+                 num_test: int = 0,
+                 test_fraction: float = 0.0,
                  data_prefix: Optional[dict] = None,
                  **kwargs):
-        if split not in ('train', 'val'):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if split not in ('train', 'val', 'test'):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        if split == 'test' and not num_test:
+            raise ValueError("split='test' needs num_test > 0 and test_fraction > 0")
         self.split = split
-        ensure_canvas_files(
+        # Written when the data is loaded (full_init), not when the dataset is built only for its
+        # metainfo (lazy_init=True): building a model writes nothing.
+        self._write_canvas_files = functools.partial(
+            ensure_canvas_files,
             data_root,
             seed=seed,
             num_train=num_train,
@@ -85,7 +97,9 @@ class DigitsSegDataset(BaseSegDataset):
             digits_per_canvas=digits_per_canvas,
             threshold=threshold,
             noise=noise,
-            val_fraction=val_fraction)
+            val_fraction=val_fraction,
+            num_test=num_test,
+            test_fraction=test_fraction)
         if data_prefix is None:
             data_prefix = dict(
                 img_path=f'images/{split}', seg_map_path=f'masks/{split}')
@@ -95,3 +109,8 @@ class DigitsSegDataset(BaseSegDataset):
             img_suffix='.png',
             seg_map_suffix='.png',
             **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        """Write the canvas files if missing, then list them."""
+        self._write_canvas_files()
+        return super().load_data_list()
