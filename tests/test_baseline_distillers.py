@@ -8,6 +8,7 @@ from mmpretrain.registry import MODELS
 
 import tat_mm  # noqa: F401
 from distill_cases import CLS_STUDENT, NUM_CLASSES, save_checkpoint
+from tat_mm.distill import BaseDistiller
 from tat_mm.losses import DKDLoss
 from tat_mm.testing import fake_batch, offline_model_config
 
@@ -94,12 +95,16 @@ def test_multi_tap_by_index_and_single_tap_keys(teacher):
 
 
 def test_multi_tap_entry_errors(teacher):
+    # Entry expansion alone (a static step of the distiller's build, checked before any tap).
+    expand = BaseDistiller._expand_entries
     with pytest.raises(ValueError, match='as many student as teacher module paths'):
-        build(teacher, [dict(student=STAGES, teacher=STAGES[:2], losses=[dict(type='ATLoss')])])
+        expand([dict(student=STAGES, teacher=STAGES[:2], losses=[dict(type='ATLoss')])])
     with pytest.raises(ValueError, match='as many student as teacher module paths'):
-        build(teacher, [dict(student=STAGES, teacher='backbone.layer4', losses=[dict(type='ATLoss')])])
+        expand([dict(student=STAGES, teacher='backbone.layer4', losses=[dict(type='ATLoss')])])
     with pytest.raises(ValueError, match=r'index=\[0\] needs one element \(int or None\) per tap'):
-        build(teacher, [dict(student=STAGES, teacher=STAGES, index=[0], losses=[dict(type='ATLoss')])])
+        expand([dict(student=STAGES, teacher=STAGES, index=[0], losses=[dict(type='ATLoss')])])
+    entry, = expand([dict(student=['neck'] * 2, teacher=('neck', 'neck'), index=1, losses=[])])
+    assert entry['student'] == ['neck', 'neck'] and entry['index'] == [1, 1]
     with pytest.raises(ValueError, match='has no module'):
         build(teacher, [dict(student=['backbone.layer1', 'backbone.layer9'],
                              teacher=['backbone.layer1', 'backbone.layer2'],
