@@ -16,6 +16,7 @@ at a time, one CPU thread each), so a crash or a cut session loses at most the r
 Teachers are trained once (seed 0) per task and pair, into ``--work-dir``; their records (val
 and test score, iterations) are result files too.
 """
+import use_venv  # noqa: F401,I001  (first: re-runs this tool with ./.venv/bin/python if needed)
 import argparse
 import json
 import os
@@ -217,7 +218,8 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--tasks', nargs='+', choices=TASKS, default=list(TASKS))
     parser.add_argument('--pairs', nargs='+', choices=PAIRS, default=list(PAIRS))
-    parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS))
+    parser.add_argument('--methods', nargs='*', choices=METHODS, default=list(METHODS),
+                        help='student runs (default: all; none: only the teachers)')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (default 2)')
     parser.add_argument('--threads', type=int, default=1,
