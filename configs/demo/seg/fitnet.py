@@ -11,7 +11,7 @@ model = dict(
     teacher=dict(config='configs/demo/seg/teacher.py', checkpoint=teacher_checkpoint),
     distill=[
         dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
-             losses=[dict(type='FitNetLoss', student_channels=32, teacher_channels=128,
+             losses=[dict(type='FitNetLoss', student_channels=64, teacher_channels=128,
                           loss_weight=0.15)]),
     ])
 # Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).

@@ -15,10 +15,15 @@ model = dict(
     distill=[
         dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
              losses=[
-                 dict(type='HierarchicalTaTLoss', student_channels=32, teacher_channels=128,
+                 dict(type='HierarchicalTaTLoss', student_channels=64, teacher_channels=128,
                       patches_per_side=4, group_size=4, pool_size=4, patch_weight=0.1,
                       anchor_weight=0.05),
              ]),
     ])
-# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
-custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=600)]
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it);
+custom_hooks = [
+    dict(type='DemoTeacherCheckHook', min_iters=600),
+    # TaT attention of fixed val pixels / DAM's areas, every 100 iterations, through the
+    # visualizer (PNGs in <work_dir>/<timestamp>/vis_data/vis_image/, or TensorBoard / W&B).
+    dict(type='DistillVisualizationHook', interval=100, num_images=2),
+]
