@@ -31,15 +31,22 @@ def test_quick_demo_table(quick_demo):
     table = (work_dir / 'results.md').read_text()
     assert 'QUICK MODE' in table and 'meaningless' in table
     for name in ('classification', 'semantic segmentation', 'detection', 'teacher',
-                 'student alone', 'student + TaT', 'student + TaT + DAM', 'student + FitNet'):
+                 'student alone', 'student + KD', 'student + TaT', 'student + TaT + DAM',
+                 'student + FitNet'):
         assert name in table
-    # progress lines: one per run started and finished
-    assert stdout.count('finished in') == 3 * 5
+    # progress lines: one per run finished (3 teachers, 5 methods for cls / seg, no KD for det),
+    # with an overall ETA once the first run has finished
+    assert stdout.count('finished in') == 3 + 5 + 5 + 4
+    assert 'demo ETA' in stdout
+    # the console is iterations, ETA and metrics: no hook tables, no pkg_resources warnings
+    assert 'Hooks will be executed' not in stdout or 'omitted' in stdout
+    assert 'pkg_resources' not in stdout
     results = json.loads((work_dir / 'results.json').read_text())
     assert results['quick'] is True
     for task in TASKS:
         res = results['results'][task]
-        assert set(res['runs']) == {'student', 'tat', 'tat_dam', 'fitnet'}
+        expected = {'student', 'tat', 'tat_dam', 'fitnet'} | ({'kd'} if task != 'det' else set())
+        assert set(res['runs']) == expected
         for values in res['runs'].values():
             assert len(values) == 1 and np.isfinite(values[0])
         assert np.isfinite(res['teacher'])
@@ -50,6 +57,12 @@ def test_quick_demo_table(quick_demo):
             assert osp.isfile(run['checkpoint'])
             stamp = osp.basename(run['log_dir'])
             assert osp.isfile(osp.join(run['log_dir'], 'vis_data', f'{stamp}.json'))
+        # DistillVisualizationHook drew through the runner's visualizer (LocalVisBackend: PNGs)
+        for method, names in (('tat', ['tat_attention']), ('tat_dam', ['dam_areas'])):
+            run = json.loads((work_dir / task / method / 'seed0' / 'demo_run.json').read_text())
+            for name in names:
+                png = osp.join(run['log_dir'], 'vis_data', 'vis_image', f'{name}_3.png')
+                assert osp.isfile(png), png
 
 
 def test_quick_demo_figures(quick_demo):
@@ -76,3 +89,33 @@ def test_quick_demo_reuses_teacher(quick_demo):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert 'cls/teacher: reusing' in proc.stdout
     assert '(cached)' in (work_dir / 'results.md').read_text()
+
+
+def test_quick_teacher_is_refused_outside_quick_mode(quick_demo):
+    """A --quick teacher records how it was trained; the full demo and the demo configs (through
+    DemoTeacherCheckHook) refuse it with an error that says how to get a real one."""
+    work_dir, _ = quick_demo
+    record = json.loads((work_dir / 'cls' / 'teacher' / 'teacher.json').read_text())
+    assert record['quick'] is True and record['iters'] == 3 and 'accuracy/top1' in record['val_metrics']
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--work-dir', str(work_dir),
+         '--tasks', 'cls', '--methods', 'student', '--no-figures'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert '--quick mode' in proc.stderr and '--retrain-teacher' in proc.stderr
+    # the config path: a distillation config pointed at the quick teacher stops before training
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'train.py'), osp.join(REPO, 'configs', 'demo',
+         'cls', 'tat.py'), '--work-dir', str(work_dir / 'train_tat'), '--cfg-options',
+         f'model.teacher.checkpoint={work_dir / "cls" / "teacher" / "teacher.pth"}'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert 'tools/demo.py --quick' in proc.stdout + proc.stderr
+
+
+def test_quick_mode_has_its_own_work_dir():
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    import demo
+    assert demo.parse_args(['--quick']).work_dir.endswith(osp.join('work_dirs', 'demo_quick'))
+    assert demo.parse_args([]).work_dir.endswith(osp.join('work_dirs', 'demo'))
+    assert demo.parse_args(['--pair', 'r50']).work_dir.endswith(osp.join('work_dirs', 'demo_r50'))

@@ -17,5 +17,10 @@ model = dict(
                                             loss_weight=0.2),
                           dam=dict(num_classes=1, feat_channels=64, init_size=2.0), topk=2)]),
     ])
-# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
-custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=300)]
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it);
+custom_hooks = [
+    dict(type='DemoTeacherCheckHook', min_iters=300),
+    # TaT attention of fixed val pixels / DAM's areas, every 100 iterations, through the
+    # visualizer (PNGs in <work_dir>/<timestamp>/vis_data/vis_image/, or TensorBoard / W&B).
+    dict(type='DistillVisualizationHook', interval=100, num_images=2),
+]

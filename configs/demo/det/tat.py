@@ -15,5 +15,10 @@ model = dict(
              losses=[dict(type='TaTLoss', student_channels=64, teacher_channels=128,
                           loss_weight=1.0)]),
     ])
-# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
-custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=400)]
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it);
+custom_hooks = [
+    dict(type='DemoTeacherCheckHook', min_iters=400),
+    # TaT attention of fixed val pixels / DAM's areas, every 100 iterations, through the
+    # visualizer (PNGs in <work_dir>/<timestamp>/vis_data/vis_image/, or TensorBoard / W&B).
+    dict(type='DistillVisualizationHook', interval=100, num_images=2),
+]

@@ -16,5 +16,10 @@ model = dict(
                           feature_loss=dict(type='TaTLoss', loss_weight=1.0),
                           dam=dict(num_classes=10, feat_channels=64, init_size=3.0), topk=4)]),
     ])
-# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
-custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=400)]
+# Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it);
+custom_hooks = [
+    dict(type='DemoTeacherCheckHook', min_iters=400),
+    # TaT attention of fixed val pixels / DAM's areas, every 100 iterations, through the
+    # visualizer (PNGs in <work_dir>/<timestamp>/vis_data/vis_image/, or TensorBoard / W&B).
+    dict(type='DistillVisualizationHook', interval=100, num_images=2),
+]
