@@ -11,6 +11,7 @@ Per task, into ``<work-dir>/figures/`` (or ``--out``), each figure only if its r
 
 See :mod:`tat_mm.visualization.demo_figures` for what exactly is drawn (and which attention row).
 """
+import use_venv  # noqa: F401,I001  (first: re-runs this tool with ./.venv/bin/python if needed)
 import argparse
 import os.path as osp
 import sys

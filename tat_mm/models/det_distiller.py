@@ -35,8 +35,9 @@ class DetDistiller(BaseDistiller):
                  distill: Sequence[dict],
                  dam_gt_supervision: bool = False,
                  **kwargs):
-        super().__init__(student, teacher, distill, **kwargs)
+        # Set first: validate_taps runs a loss step (which reads it) inside the base __init__.
         self.dam_gt_supervision = dam_gt_supervision
+        super().__init__(student, teacher, distill, **kwargs)
 
     def _check_student(self, model, role='student'):
         if not isinstance(model, BaseDetector):

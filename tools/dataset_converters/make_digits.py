@@ -14,7 +14,10 @@ Example::
 import argparse
 import json
 import os.path as osp
+import sys
 
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # tools/, for use_venv
+import use_venv  # noqa: E402,F401  (re-runs this tool with ./.venv/bin/python if needed)
 from tat_mm.datasets.digits import (ensure_canvas_files,
                                     write_classification_files)
 

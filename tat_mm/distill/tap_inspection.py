@@ -1,0 +1,549 @@
+"""Finding and checking distillation taps with one small forward pass.
+
+Two users:
+
+* ``tools/inspect_taps.py`` lists, for the student (run in ``loss`` mode, as the distiller trains
+  it) and the teacher (run in ``tensor`` mode, as the distiller runs it), what every sub-module
+  outputs: shape, channels, stride, and whether it runs in that mode at all; then pairs student
+  and teacher modules of the same stride (:func:`inspect_model`, :func:`suggest_pairs`).
+* ``BaseDistiller(validate_taps=True)`` calls :func:`validate_distill_taps` at build time: one
+  tiny fake batch through the student and the teacher, then every distillation entry is checked
+  against its losses, and every channel, size and patch-size problem is reported in one error,
+  before the runner loads any data.
+
+The fake batch is :func:`tat_mm.testing.fake_batch` (what the task's dataloader yields), put
+through the model's own data preprocessor, with every model in eval mode under ``no_grad``: the
+check changes no weight and no BN statistic.
+"""
+import contextlib
+import copy
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..testing import fake_batch
+from .feature_tap import TapGroup
+
+#: The fake-batch task of each task library's scope.
+TASK_OF_SCOPE = {'mmpretrain': 'cls', 'mmseg': 'seg', 'mmdet': 'det'}
+
+DEFAULT_INPUT_SIZE = (224, 224)
+
+# Modules whose output repeats the layer before them: not worth listing as tap candidates.
+_REPEATING_MODULES = ('torch.nn.modules.activation', 'torch.nn.modules.batchnorm',
+                      'torch.nn.modules.normalization', 'torch.nn.modules.instancenorm',
+                      'torch.nn.modules.dropout')
+
+
+@dataclass
+class TapCandidate:
+    """What one module (or one element of its tuple output) produced in the inspection pass.
+
+    Args:
+        path (str): Module path as in ``named_modules()``.
+        module_type (str): The module's class name.
+        index (int, optional): Element of a tuple/list output (the distill entry's ``index``).
+        shape (tuple): Output shape, batch first.
+        calls (int): How often the module ran in the pass (a tap keeps the last call).
+        input_size (tuple): (H, W) of the preprocessed input batch, for the stride.
+        repeats_input (bool): A norm, activation, dropout or identity: its output repeats the
+            layer before it, so it is not worth suggesting. Defaults to False.
+    """
+    path: str
+    module_type: str
+    index: Optional[int]
+    shape: Tuple[int, ...]
+    calls: int
+    input_size: Tuple[int, int]
+    repeats_input: bool = False
+
+    @property
+    def name(self) -> str:
+        """str: ``path`` or ``path[index]``."""
+        return self.path if self.index is None else f'{self.path}[{self.index}]'
+
+    @property
+    def kind(self) -> str:
+        """str: 'map' (B, C, H, W), 'tokens' (B, N, C), 'vector' (B, C) or 'other'."""
+        return {4: 'map', 3: 'tokens', 2: 'vector'}.get(len(self.shape), 'other')
+
+    @property
+    def channels(self) -> Optional[int]:
+        """int: C of a map or a vector, the last dim of tokens."""
+        if self.kind in ('map', 'vector'):
+            return self.shape[1]
+        return self.shape[-1] if self.kind == 'tokens' else None
+
+    @property
+    def grid(self) -> Optional[Tuple[int, int]]:
+        """tuple: (h, w) of a map, or of the patch tokens (see :func:`token_grid`)."""
+        if self.kind == 'map':
+            return tuple(self.shape[-2:])
+        if self.kind == 'tokens':
+            found = token_grid(self.shape[1], self.input_size)
+            return found[:2] if found else None
+        return None
+
+    @property
+    def stride(self) -> Optional[float]:
+        """float: Input height over feature height (None for vectors)."""
+        grid = self.grid
+        if grid is None:
+            return None
+        return self.input_size[0] / grid[0]
+
+    def describe(self) -> str:
+        """One line of the listing's 'output' column."""
+        text = 'x'.join(str(s) for s in self.shape)
+        if self.kind == 'tokens':
+            found = token_grid(self.shape[1], self.input_size)
+            if found:
+                h, w, extra = found
+                text += f' tokens = {extra} + {h}x{w}' if extra else f' tokens = {h}x{w}'
+        return text
+
+
+def token_grid(num_tokens: int, input_size: Tuple[int, int]) -> Optional[Tuple[int, int, int]]:
+    """Guess the patch grid of ``num_tokens`` ViT tokens for an ``input_size`` image.
+
+    Args:
+        num_tokens (int): N of a (B, N, C) token tensor.
+        input_size (tuple): (H, W) of the input batch.
+
+    Returns:
+        tuple | None: ``(h, w, extra)`` with ``h * w + extra == num_tokens`` for a square patch size
+        that divides the input (``extra``: class / distillation / register tokens, at most 8), or
+        None when nothing fits.
+    """
+    height, width = input_size
+    for extra in range(0, 9):
+        for patch in range(1, min(height, width) + 1):
+            if height % patch or width % patch:
+                continue
+            if (height // patch) * (width // patch) == num_tokens - extra:
+                return height // patch, width // patch, extra
+    return None
+
+
+def _tensors(value, index=None) -> List[Tuple[Optional[int], torch.Tensor]]:
+    """The tensors of a module output: itself, or the elements of a tuple / list."""
+    if isinstance(value, torch.Tensor):
+        return [(None, value)]
+    if isinstance(value, (tuple, list)):
+        return [(i, v) for i, v in enumerate(value) if isinstance(v, torch.Tensor)]
+    return []
+
+
+@contextlib.contextmanager
+def record_module_outputs(model: nn.Module):
+    """Hook every sub-module of ``model`` and record the shapes of what it returns.
+
+    Yields:
+        dict: ``{path: [module, {index: shape}, calls]}``, filled while the context is open.
+    """
+    records: Dict[str, list] = {}
+    handles = []
+
+    def hook(path):
+
+        def record(module, args, output):
+            entry = records.setdefault(path, [module, {}, 0])
+            entry[1] = {i: tuple(t.shape) for i, t in _tensors(output)}
+            entry[2] += 1
+
+        return record
+
+    for path, module in model.named_modules():
+        if path:
+            handles.append(module.register_forward_hook(hook(path)))
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
+def eval_no_grad(*models: nn.Module):
+    """Run ``models`` in eval mode without grad, and restore their train/eval mode afterwards."""
+    modes = [[(m, m.training) for m in model.modules()] for model in models]
+    for model in models:
+        model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for per_model in modes:
+            for module, training in per_model:
+                module.training = training
+
+
+def fake_inputs(model: nn.Module, scope: str, input_size: Sequence[int],
+                batch_size: int = 2) -> Tuple[torch.Tensor, list]:
+    """A random batch put through ``model``'s own data preprocessor (test-time path).
+
+    Args:
+        model (nn.Module): A model of the task library (its ``data_preprocessor`` is used).
+        scope (str): 'mmpretrain', 'mmseg' or 'mmdet'.
+        input_size (Sequence[int]): (H, W) of the raw images.
+        batch_size (int): Defaults to 2.
+
+    Returns:
+        tuple: ``(inputs, data_samples)`` as the model's ``forward`` takes them. The ground truth
+        uses class 0 only, so it fits any number of classes.
+    """
+    if scope not in TASK_OF_SCOPE:
+        raise ValueError(f'Cannot make a fake batch for scope {scope!r}; known: {sorted(TASK_OF_SCOPE)}.')
+    batch = fake_batch(TASK_OF_SCOPE[scope], batch_size, tuple(input_size), num_classes=1)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        data = model.data_preprocessor(batch, False)
+    return data['inputs'].to(device), data['data_samples']
+
+
+def inspect_model(model: nn.Module, scope: str, input_size: Sequence[int], mode: str,
+                  batch_size: int = 2) -> Tuple[List[TapCandidate], List[str], Optional[str]]:
+    """Run ``model`` once in ``mode`` on a fake batch and describe every module's output.
+
+    Args:
+        model (nn.Module): The student or the teacher.
+        scope (str): Its task library's scope.
+        input_size (Sequence[int]): (H, W) of the raw fake images.
+        mode (str): 'loss' (how the distiller runs the student) or 'tensor' (the teacher).
+        batch_size (int): Defaults to 2.
+
+    Returns:
+        tuple: ``(candidates, not_run, error)``: a :class:`TapCandidate` per module output (and per
+        element of tuple outputs), in the order they returned; the paths of the modules whose
+        forward hook did not fire in ``mode`` (so a tap on them records nothing), even if their
+        sub-modules ran; the forward's error message if it failed part-way (None if it ran).
+    """
+    inputs, data_samples = fake_inputs(model, scope, input_size, batch_size)
+    error = None
+    with eval_no_grad(model), record_module_outputs(model) as records:
+        try:
+            model(inputs, data_samples, mode=mode)
+        except Exception as exc:  # noqa: BLE001 - reported; what ran before it is still listed
+            error = f'{type(exc).__name__}: {exc}'
+    size = tuple(inputs.shape[-2:])
+    candidates = [
+        TapCandidate(path, type(module).__name__, index, shape, calls, size, _repeats_input(module))
+        for path, (module, shapes, calls) in records.items()
+        for index, shape in shapes.items()
+    ]
+    # A module whose own hook did not fire may still have run through a method other than
+    # __call__ (mmseg calls decode_head.loss(), which calls self.forward()): its sub-modules ran,
+    # but a tap on it would record nothing. Both kinds are listed as "not run" (untappable).
+    not_run = [path for path, _ in model.named_modules() if path and path not in records]
+    return candidates, not_run, error
+
+
+def _repeats_input(module: nn.Module) -> bool:
+    return type(module).__module__ in _REPEATING_MODULES or isinstance(module, nn.Identity)
+
+
+def is_listed(candidate: TapCandidate, max_depth: int = 3) -> bool:
+    """Whether the listing shows ``candidate``: at most ``max_depth`` path parts, no norm,
+    activation or dropout (their output repeats the layer before)."""
+    return candidate.path.count('.') + 1 <= max_depth and not candidate.repeats_input
+
+
+def suggest_pairs(student: Sequence[TapCandidate], teacher: Sequence[TapCandidate],
+                  max_depth: int = 2) -> List[Tuple[TapCandidate, TapCandidate]]:
+    """Student-teacher tap pairs of the same stride (maps and tokens only).
+
+    For each stride both models have: the modules with the same path in both (the usual case for
+    two nets of one family), else the last module of that stride in each (the deepest feature at
+    that resolution), both at most ``max_depth`` path parts deep.
+
+    Args:
+        student (Sequence[TapCandidate]): The student's candidates (execution order).
+        teacher (Sequence[TapCandidate]): The teacher's.
+        max_depth (int): Defaults to 2.
+
+    Returns:
+        list: ``(student candidate, teacher candidate)`` pairs, by increasing stride.
+    """
+
+    def by_stride(candidates):
+        groups: Dict[float, List[TapCandidate]] = {}
+        for c in candidates:
+            # 1x1 maps (global pooling) have nothing for an attention over positions to match.
+            if (c.kind in ('map', 'tokens') and c.stride and c.path.count('.') < max_depth
+                    and not c.repeats_input and c.grid != (1, 1)):
+                groups.setdefault(round(c.stride, 3), []).append(c)
+        return groups
+
+    s_groups, t_groups = by_stride(student), by_stride(teacher)
+    pairs = []
+    for stride in sorted(set(s_groups) & set(t_groups)):
+        t_by_name = {c.name: c for c in t_groups[stride]}
+        same = [(s, t_by_name[s.name]) for s in s_groups[stride] if s.name in t_by_name]
+        pairs += same or [(s_groups[stride][-1], t_groups[stride][-1])]
+    return pairs
+
+
+def format_stride(stride: Optional[float]) -> str:
+    """'8' for an integer stride, '7.88' otherwise, '-' for none."""
+    if stride is None:
+        return '-'
+    return str(int(round(stride))) if math.isclose(stride, round(stride), rel_tol=1e-3) else f'{stride:.2f}'
+
+
+def entry_for_pair(student: TapCandidate, teacher: TapCandidate) -> str:
+    """A distill entry for the pair, as a config line (a TaT loss with the right channels)."""
+    index = '' if student.index is None else f', index={student.index}'
+    if student.index != teacher.index:
+        return (f'# {student.name} <-> {teacher.name}: tuple indices differ; tap them with two '
+                'FeatureTaps of the same index, or pick other modules')
+    return (f"dict(student='{student.path}', teacher='{teacher.path}'{index}, losses=[dict("
+            f"type='TaTLoss', student_channels={student.channels}, "
+            f'teacher_channels={teacher.channels})])')
+
+
+# ------------------------------------------------------------------------------- validation
+@contextlib.contextmanager
+def _capture(taps: TapGroup):
+    """Collect ``{tap name: tensor}`` as the taps record, whatever happens to the values later."""
+    captured: Dict[str, torch.Tensor] = {}
+    previous = [tap.on_record for tap in taps.taps]
+
+    def chained(tap, before):
+
+        def on_record():
+            captured[tap.name] = tap.value
+            if before is not None:
+                before()
+
+        return on_record
+
+    for tap, before in zip(taps.taps, previous):
+        tap.on_record = chained(tap, before)
+    try:
+        yield captured
+    finally:
+        for tap, before in zip(taps.taps, previous):
+            tap.on_record = before
+
+
+def _shape(x: torch.Tensor) -> str:
+    return 'x'.join(str(s) for s in x.shape)
+
+
+def check_distill_taps(distiller, input_size: Optional[Sequence[int]] = None,
+                       batch_size: int = 2) -> List[str]:
+    """Every problem of ``distiller``'s distill entries, found with one fake batch.
+
+    The student runs in ``loss`` mode and the teacher as the distiller runs it; then, for every
+    distill entry: did both taps record, do the feature channels match each loss's
+    ``student_channels`` / ``teacher_channels``, do the spatial sizes match (unless ``resize``),
+    and does the entry's computation (the losses' own checks: patch and pool sizes, ranks, DAM)
+    run. Nothing is trained and no state changes.
+
+    Args:
+        distiller (BaseDistiller): A built distiller.
+        input_size (Sequence[int], optional): (H, W) of the fake images. Defaults to None: the
+            student data preprocessor's ``size`` (mmseg) or 224 x 224.
+        batch_size (int): Defaults to 2.
+
+    Returns:
+        list[str]: One message per problem; empty when every entry fits.
+    """
+    if input_size is None:
+        input_size = getattr(distiller.data_preprocessor, 'size', None) or DEFAULT_INPUT_SIZE
+    problems = []
+    with eval_no_grad(distiller, distiller.teacher):
+        inputs, data_samples = fake_inputs(distiller.student, distiller.scope, input_size, batch_size)
+        with _capture(distiller.teacher_taps) as teacher_feats:
+            try:
+                distiller._run_teacher(inputs, data_samples)
+            except Exception as exc:  # noqa: BLE001 - reported
+                # A tap that recorded nothing is reported per entry below; anything else here.
+                if 'recorded nothing' not in str(exc):
+                    problems.append(f'the teacher failed on a fake {_shape(inputs)} batch '
+                                    f'({type(exc).__name__}: {exc}).')
+        distiller.student_taps.clear()
+        with _capture(distiller.student_taps) as student_feats:
+            try:
+                distiller.student.loss(inputs, data_samples)
+            except Exception as exc:  # noqa: BLE001 - reported
+                problems.append(f'the student failed in loss mode on a fake {_shape(inputs)} batch '
+                                f'({type(exc).__name__}: {exc}); taps after the failure are not '
+                                'checked.')
+        distiller.student_taps.clear()
+        for pair in distiller.pairs:
+            problems += _check_pair(distiller, pair, student_feats, teacher_feats, inputs,
+                                    data_samples)
+    return problems
+
+
+def _check_pair(distiller, pair, student_feats, teacher_feats, inputs, data_samples) -> List[str]:
+    where = f'distill entry student {pair.student_tap!r} -> teacher {pair.teacher_tap!r}'
+    problems = []
+    for role, feats, tap, mode in (('student', student_feats, pair.student_tap, 'loss'),
+                                   ('teacher', teacher_feats, pair.teacher_tap, 'tensor')):
+        if tap not in feats:
+            problems.append(f'{where}: the {role} tap {tap!r} recorded nothing: the module does not '
+                            f'run in {mode} mode. Tap a module that does (tools/inspect_taps.py '
+                            'lists them).')
+    if problems:
+        return problems
+    s_feat, t_feat = student_feats[pair.student_tap], teacher_feats[pair.teacher_tap].float()
+    shapes = f'student {_shape(s_feat)}, teacher {_shape(t_feat)}'
+    if s_feat.dim() == 4 and t_feat.dim() == 4 and s_feat.shape[-2:] != t_feat.shape[-2:]:
+        if not pair.resize:
+            stride = [inputs.shape[-2] / f.shape[-2] for f in (s_feat, t_feat)]
+            return [f'{where}: spatial sizes differ ({shapes}; strides {format_stride(stride[0])} '
+                    f'and {format_stride(stride[1])}). Tap modules of the same stride, or set '
+                    'resize=True in this entry.']
+        s_feat = F.interpolate(s_feat, size=t_feat.shape[-2:], mode='bilinear', align_corners=False)
+    kwargs = distiller._loss_kwargs(s_feat, inputs, data_samples)
+    for name, loss in zip(pair.loss_names, pair.losses):
+        # Channel counts first, with the value to set; then the loss's own checks, by running it.
+        wrong = []
+        for role, feat in (('student', s_feat), ('teacher', t_feat)):
+            configured = getattr(loss, f'{role}_channels', None)
+            if feat.dim() == 4 and isinstance(configured, int) and configured != feat.shape[1]:
+                wrong.append(f'{where}, loss {name!r}: {role}_channels={configured} but the {role} '
+                             f'tap gives {feat.shape[1]} channels ({shapes}); set '
+                             f'{role}_channels={feat.shape[1]}.')
+        problems += wrong
+        if wrong:
+            continue
+        accepted = inspect.signature(loss.forward).parameters
+        try:
+            loss(s_feat, t_feat, **{k: v for k, v in kwargs.items() if k in accepted})
+        except (ValueError, RuntimeError, TypeError) as exc:
+            problems.append(f'{where}, loss {name!r}: {exc}')
+    return problems
+
+
+def validate_distill_taps(distiller, input_size: Optional[Sequence[int]] = None) -> None:
+    """Raise one ``ValueError`` listing every problem :func:`check_distill_taps` finds.
+
+    Args:
+        distiller (BaseDistiller): A built distiller.
+        input_size (Sequence[int], optional): See :func:`check_distill_taps`.
+    """
+    problems = check_distill_taps(distiller, input_size)
+    if problems:
+        lines = '\n'.join(f'  {i}. {p}' for i, p in enumerate(problems, 1))
+        raise ValueError(f'validate_taps: {len(problems)} problem(s) in `distill` found with one '
+                         f'fake batch:\n{lines}')
+
+
+# ------------------------------------------------------------------------------- configs
+# (H, W) or (W, H) order of the size argument of the pipeline transforms that fix the image size;
+# mmcv's `scale` is (w, h), crops differ per library.
+_SIZE_ARGS = {
+    'Resize': ('scale', 'wh'), 'RandomResize': ('scale', 'wh'), 'RandomChoiceResize': ('scales', 'wh'),
+    'RandomResizedCrop': ('scale', 'wh'), 'ResizeEdge': ('scale', 'wh'), 'CenterCrop': ('crop_size', 'wh'),
+    'RandomCrop': ('crop_size', {'mmdet': 'wh'}),
+}
+
+
+def _as_hw(value, order: str) -> Optional[Tuple[int, int]]:
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple)):
+        value = value[0]  # a list of scales: the first
+    if isinstance(value, (int, float)) and value > 1:
+        return int(value), int(value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, (int, float)) and v > 1 for v in value):
+        h, w = (value[1], value[0]) if order == 'wh' else (value[0], value[1])
+        return int(h), int(w)
+    return None  # relative sizes, ratios
+
+
+def _train_pipeline(cfg) -> list:
+    if cfg.get('train_pipeline'):
+        return list(cfg['train_pipeline'])
+    dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
+    while isinstance(dataset, dict) and 'pipeline' not in dataset and 'dataset' in dataset:
+        dataset = dataset['dataset']  # RepeatDataset, ClassBalancedDataset, ...
+    return list(dataset.get('pipeline') or []) if isinstance(dataset, dict) else []
+
+
+def input_size_from_config(cfg, scope: Optional[str] = None) -> Tuple[Tuple[int, int], str]:
+    """The (H, W) of a training image, read from the config, and where it was read.
+
+    The last size-fixing transform of the train pipeline (crops, resizes), else the data
+    preprocessor's ``size``, else 224 x 224.
+
+    Args:
+        cfg (Config): A full config.
+        scope (str, optional): The task library ('mmdet' crops are (w, h)). Defaults to None.
+
+    Returns:
+        tuple: ``((H, W), description)``.
+    """
+    found = None
+    for transform in _train_pipeline(cfg):
+        name = str(transform.get('type', '')).split('.')[-1]
+        if name in _SIZE_ARGS:
+            arg, order = _SIZE_ARGS[name]
+            order = order.get(scope, 'hw') if isinstance(order, dict) else order
+            size = _as_hw(transform.get(arg), order)
+            if size:
+                found = (size, f'{name}({arg}={transform.get(arg)}) in the train pipeline')
+    if found:
+        return found
+    model = cfg.get('model') or {}
+    preprocessor = model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
+    if isinstance(model.get('student'), dict):
+        preprocessor = model['student'].get('data_preprocessor') or preprocessor
+    if preprocessor.get('size'):
+        return tuple(preprocessor['size']), 'the data preprocessor size'
+    return DEFAULT_INPUT_SIZE, 'the default (no size in the config)'
+
+
+def build_config_models(cfg) -> dict:
+    """Build the models of a config without loading any checkpoint, for inspection.
+
+    Args:
+        cfg (Config): A distiller config (student and teacher are built, the teacher from its
+            config with random weights: its checkpoint need not exist) or a plain model config.
+
+    Returns:
+        dict: ``scope``, ``student`` (the model itself for a plain config), ``teacher`` (None for
+        a plain config) and ``distiller_cls`` (None for a plain config).
+    """
+    import importlib
+
+    from mmengine.registry import MODELS, DefaultScope
+
+    from .base_distiller import BaseDistiller
+    from .teacher import build_teacher_model, resolve_model_config
+
+    model_cfg = copy.deepcopy(cfg['model'])
+    default_scope = cfg.get('default_scope')
+    if model_cfg.get('data_preprocessor') is None and cfg.get('data_preprocessor') is not None:
+        model_cfg['data_preprocessor'] = cfg['data_preprocessor']  # as the runner does
+    model_type = model_cfg['type']
+    if isinstance(model_type, str):
+        with MODELS.switch_scope_and_registry(default_scope) as registry:
+            model_cls = registry.get(model_type)
+        if model_cls is None:
+            raise ValueError(f'Model type {model_type!r} is not registered in scope {default_scope!r}; '
+                             'check the config\'s default_scope and custom_imports.')
+    else:
+        model_cls = model_type
+    if not (isinstance(model_cls, type) and issubclass(model_cls, BaseDistiller)):
+        scope = default_scope
+        registry = importlib.import_module(f'{scope}.registry').MODELS
+        model_cfg.pop('pretrained', None)
+        with DefaultScope.overwrite_default_scope(scope):
+            model = registry.build(model_cfg)
+        return dict(scope=scope, student=model, teacher=None, distiller_cls=None)
+    scope, registry = model_cls.scope, model_cls.registry
+    student_cfg = resolve_model_config(model_cfg['student'])
+    if model_cfg.get('data_preprocessor') is not None:
+        student_cfg.setdefault('data_preprocessor', model_cfg['data_preprocessor'])
+    with DefaultScope.overwrite_default_scope(scope):
+        student = registry.build(student_cfg)
+    teacher = build_teacher_model(dict(model_cfg['teacher']), registry, scope)
+    return dict(scope=scope, student=student, teacher=teacher, distiller_cls=model_cls)

@@ -1,0 +1,137 @@
+"""The tap finder (tools/inspect_taps.py, tat_mm.distill.tap_inspection) and validate_taps=True,
+on the real upstream models of tests/distill_cases.py (R18 students, R50 teachers) at 64x64."""
+import copy
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmseg.registry import MODELS
+
+from distill_cases import NUM_CLASSES, SEG_STUDENT, SIZES, cls_distiller, seg_distiller
+from tat_mm.distill.tap_inspection import (build_config_models, check_distill_taps,
+                                           input_size_from_config, inspect_model, suggest_pairs,
+                                           token_grid)
+from tat_mm.testing import offline_model_config
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def seg_cfg(tmp_path_factory):
+    """The seg distiller of distill_cases (its teacher checkpoint written once)."""
+    return seg_distiller(tmp_path_factory.mktemp('seg'))
+
+
+def test_token_grid():
+    assert token_grid(197, (224, 224)) == (14, 14, 1)  # ViT: class token + 14x14
+    assert token_grid(198, (224, 224)) == (14, 14, 2)  # DeiT: class + distillation token
+    assert token_grid(16 * 24, (64, 96)) == (16, 24, 0)  # stride 4, no extra token
+    assert token_grid(1000, (64, 64)) is None  # no square grid + at most 8 extra tokens
+
+
+def test_inspect_lists_modes_shapes_and_strides(seg_cfg):
+    """Student in loss mode runs the auxiliary head; the teacher in tensor mode (as the distiller
+    runs it) does not, so the listing must say it cannot be tapped there."""
+    models = build_config_models(Config(dict(model=seg_cfg, default_scope='mmseg')))
+    assert models['scope'] == 'mmseg' and models['teacher'] is not None
+    student, s_not_run, s_error = inspect_model(models['student'], 'mmseg', (64, 64), 'loss')
+    teacher, t_not_run, t_error = inspect_model(models['teacher'], 'mmseg', (64, 64), 'tensor')
+    assert s_error is None and t_error is None
+    s_by_name = {c.name: c for c in student}
+    t_by_name = {c.name: c for c in teacher}
+    sep = s_by_name['decode_head.sep_bottleneck']
+    assert (sep.shape, sep.channels, sep.stride) == ((2, 128, 16, 16), 128, 4.0)
+    assert t_by_name['decode_head.sep_bottleneck'].channels == 512
+    # The dilated ResNets (d8): tuple outputs listed per index, layer4 at stride 8.
+    assert s_by_name['backbone[3]'].shape == (2, 512, 8, 8)
+    assert t_by_name['backbone.layer4'].shape == (2, 2048, 8, 8)
+    assert 'auxiliary_head.conv_seg' in s_by_name and 'auxiliary_head.conv_seg' not in s_not_run
+    assert 'auxiliary_head.conv_seg' in t_not_run and 'auxiliary_head.conv_seg' not in t_by_name
+    # mmseg calls decode_head.loss() / decode_head.forward(), not decode_head(): its hook never
+    # fires, so a tap on 'decode_head' itself would record nothing (its layers can be tapped).
+    assert 'decode_head' in s_not_run and 'decode_head' in t_not_run
+
+    pairs = {(s.name, t.name): s.stride for s, t in suggest_pairs(student, teacher)}
+    assert pairs[('backbone.layer4', 'backbone.layer4')] == 8.0
+    assert pairs[('decode_head.sep_bottleneck', 'decode_head.sep_bottleneck')] == 4.0
+    assert not any('auxiliary_head' in t for _, t in pairs)  # the teacher never runs it
+
+
+def test_validate_taps_reports_every_problem_at_once(seg_cfg):
+    cfg = copy.deepcopy(seg_cfg)
+    cfg['validate_taps'] = SIZES['seg']
+    cfg['distill'] = [
+        dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck', losses=[
+            dict(type='TaTLoss', student_channels=64, teacher_channels=512),  # student has 128
+            dict(type='PatchGroupTaTLoss', student_channels=128, teacher_channels=512,
+                 patch_size=32, group_size=1),  # the map is 16x16
+        ]),
+        dict(student='backbone.layer1', teacher='backbone.layer4',  # stride 4 vs 8, no resize
+             losses=[dict(type='FitNetLoss', student_channels=64, teacher_channels=2048)]),
+        dict(student='decode_head.conv_seg', teacher='auxiliary_head.conv_seg',  # not in tensor mode
+             losses=[dict(type='KDLoss')]),
+    ]
+    with pytest.raises(ValueError) as info:
+        MODELS.build(cfg)
+    message = str(info.value)
+    assert 'validate_taps: 4 problem(s)' in message, message
+    assert "loss 'tat': student_channels=64 but the student tap gives 128 channels" in message
+    assert 'patch_size' in message and "'tat_pg'" in message
+    assert 'spatial sizes differ (student 2x64x16x16, teacher 2x2048x8x8; strides 4 and 8)' in message
+    assert "teacher tap 'auxiliary_head.conv_seg' recorded nothing" in message
+
+
+def test_validate_taps_passes_and_changes_no_state(seg_cfg):
+    cfg = dict(copy.deepcopy(seg_cfg), validate_taps=False)
+    distiller = MODELS.build(cfg)
+    distiller.train()
+    before = {k: v.clone() for k, v in distiller.state_dict().items()}
+    assert check_distill_taps(distiller, SIZES['seg']) == []
+    assert distiller.training and distiller.student.training and not distiller.teacher.training
+    after = distiller.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included
+    MODELS.build(dict(cfg, validate_taps=True))  # the student preprocessor's size: fits too
+
+
+def test_input_size_from_config():
+    cfg = Config.fromfile(osp.join(REPO, 'configs/seg/deeplabv3plus_r101_to_r18_voc_tat.py'))
+    assert input_size_from_config(cfg, 'mmseg')[0] == (512, 512)
+    cfg = Config(dict(model=dict(type='X'), train_pipeline=[
+        dict(type='LoadImageFromFile'), dict(type='Resize', scale=(1333, 800), keep_ratio=True)]))
+    assert input_size_from_config(cfg, 'mmdet') == ((800, 1333), 'Resize(scale=(1333, 800)) in the '
+                                                    'train pipeline')
+
+
+def test_tool_lists_pairs_and_checks_entries(tmp_path):
+    """The real command on a cls config whose teacher checkpoint does not exist: it lists both
+    models, suggests the layer4 pair, and reports the wrong channel count (exit code 1)."""
+    model = cls_distiller(tmp_path)
+    model['teacher']['checkpoint'] = str(tmp_path / 'not_trained_yet.pth')
+    model['distill'][0]['losses'] = [dict(type='TaTLoss', student_channels=512, teacher_channels=1024)]
+    cfg_path = tmp_path / 'cls_tat.py'
+    Config(dict(model=model, default_scope='mmpretrain',
+                custom_imports=dict(imports=['tat_mm'], allow_failed_imports=False))).dump(str(cfg_path))
+    out = subprocess.run([sys.executable, osp.join(REPO, 'tools/inspect_taps.py'), str(cfg_path),
+                          '--shape', '64', '64'], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert out.returncode == 1, out.stdout + out.stderr
+    text = out.stdout
+    assert 'Student: ImageClassifier, loss mode, input 64x64' in text
+    assert 'Teacher: ImageClassifier, tensor mode' in text
+    assert "dict(student='backbone.layer4', teacher='backbone.layer4', losses=[dict(type='TaTLoss', " \
+           'student_channels=512, teacher_channels=2048)])' in text
+    assert 'teacher_channels=1024 but the teacher tap gives 2048 channels' in text
+    assert 'head.fc ' in text and f'2x{NUM_CLASSES}' in text
+
+
+def test_build_config_models_plain_model():
+    """A plain (non-distiller) config: one model, nothing loaded."""
+    model = offline_model_config(SEG_STUDENT, NUM_CLASSES, SIZES['seg'])
+    models = build_config_models(Config(dict(model=model, default_scope='mmseg')))
+    assert models['teacher'] is None and type(models['student']).__name__ == 'EncoderDecoder'
+    candidates, _, error = inspect_model(models['student'], 'mmseg', (64, 64), 'loss')
+    assert error is None and any(c.name == 'decode_head.conv_seg' for c in candidates)
