@@ -2,18 +2,25 @@
 
 (a) Full TaT forward+backward: ours (``scaled_dot_product_attention``, no N x N matrix) vs the explicit
     ``softmax(q @ k^T) @ v``; peak extra memory and time.
-(b) Patch-group (patches_per_side=16, group 4) and anchor-point (pool 4) at batch 16, the paper's VOC
-    settings: ours (whole-batch reshapes) vs a per-image Python loop written like the authors' code
-    (per image: embed, unfold, loop over groups; per image: embed, pool, TaT).
+(b) The segmentation loss at batch 16 (VOC R18 settings: 16 patches per side, groups of 4, 4x4
+    anchor pooling): ``HierarchicalTaTLoss`` (whole batch, one embedding shared by both terms) vs
+    the authors' ``distillation_loss_all`` as written: a loop over the images, gamma / theta / phi
+    (conv1x1 + BN) on batch 1, ``unfold`` into patches (remainder dropped), the groups as the
+    ``heads`` of one batched einsum, and the same q / k / v for the anchor-point term.
 
 Every case runs in a fresh subprocess. CPU peak memory is ``ru_maxrss`` after the case minus
 ``ru_maxrss`` after set-up (inputs, module and a small warm-up already done); on CUDA it is
-``max_memory_allocated`` minus the allocation after set-up.
+``max_memory_allocated`` minus the allocation after set-up (with ``torch.cuda.synchronize`` around
+the timings). ``OMP_WAIT_POLICY=PASSIVE`` is set here unless already set.
 
     python benchmarks/bench_losses.py            # full sizes (a few minutes on 2 CPU cores)
     python benchmarks/bench_losses.py --quick    # small sizes, seconds
 """
-import argparse
+import os
+
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP
+
+import argparse  # noqa: E402
 import json
 import resource
 import subprocess
@@ -36,67 +43,67 @@ def naive_attention(query, key, value, key_mask=None):
     return torch.softmax(logits, dim=-1) @ value
 
 
-def authors_patch_group(mod, s, t, per_side, group):
-    """Per image, like the authors' seg code: embed on batch 1, unfold (remainder dropped), loop over
-    groups, explicit matrix, mean of the group MSEs."""
-    losses = []
+def authors_heads_attention(q, k, v, target, heads):
+    """The authors' ``sub_loss``: channels split into ``heads``, one batched einsum, MSE."""
+    b, c, h, w = v.shape
+
+    def split(x):  # rearrange 'b (h d) x y -> b h (x y) d'
+        return x.reshape(b, heads, c // heads, h * w).transpose(2, 3)
+
+    sim = torch.einsum('bhid,bhjd->bhij', split(q), split(k)).softmax(dim=-1)
+    out = torch.einsum('bhij,bhjd->bhid', sim, split(v))
+    out = out.transpose(2, 3).reshape(b, c, h, w)  # rearrange 'b h (x y) d -> b (h d) x y'
+    return F.mse_loss(out, target)
+
+
+def authors_grid(x, per_side):
+    """``grid_tensor_seq``: (1, C, H, W) -> (1, C, n*m, h, w) patches, the remainder dropped."""
+    size = x.shape[2] // per_side
+    p = x.unfold(2, size, size).unfold(3, size, size)
+    return p.reshape(p.shape[0], p.shape[1], -1, size, size)
+
+
+def authors_hierarchical(mod, s, t, per_side, group, pool, delta, zeta):
+    """``distillation_loss_all`` per image (their forward loops over the batch), summed."""
+    total = 0.0
     for b in range(s.shape[0]):
-        q, k, v = mod.query_embed(s[b:b + 1]), mod.key_embed(t[b:b + 1]), mod.value_embed(s[b:b + 1])
-        size = t.shape[2] // per_side
-        c = t.shape[1]
-
-        def unfold(x):
-            return F.unfold(x, size, stride=size).view(c, size * size, -1).permute(2, 1, 0)  # (L, N, C)
-
-        q, k, v, tgt = unfold(q), unfold(k), unfold(v), unfold(t[b:b + 1])
-        for g0 in range(0, q.shape[0], group):
-            def cat(x):
-                return x[g0:g0 + group].permute(1, 0, 2).reshape(size * size, -1)
-
-            rebuilt = torch.softmax(cat(q) @ cat(k).T, dim=-1) @ cat(v)
-            losses.append(F.mse_loss(rebuilt, cat(tgt)))
-    return torch.stack(losses).mean()
-
-
-def authors_anchor_point(mod, s, t, pool):
-    """Per image: embed on batch 1, average-pool, full TaT with the explicit matrix."""
-    losses = []
-    for b in range(s.shape[0]):
-        def flat(x):
-            return F.avg_pool2d(x, pool, pool).flatten(2)[0].T
-
-        q, k, v = flat(mod.query_embed(s[b:b + 1])), flat(mod.key_embed(t[b:b + 1])), flat(
-            mod.value_embed(s[b:b + 1]))
-        rebuilt = torch.softmax(q @ k.T, dim=-1) @ v
-        losses.append(F.mse_loss(rebuilt, flat(t[b:b + 1])))
-    return torch.stack(losses).mean()
+        f_s, f_t = s[b:b + 1], t[b:b + 1]
+        q, k, v = mod.query_embed(f_s), mod.key_embed(f_t), mod.value_embed(f_s)  # BN on batch 1
+        # Patch-group ('stack_attn'): all patches stacked channel-wise, groups = heads.
+        stacked = [authors_grid(x, per_side) for x in (q, k, v, f_t)]
+        stacked = [x.permute(0, 2, 1, 3, 4).reshape(1, -1, x.shape[3], x.shape[4]) for x in stacked]
+        heads = stacked[0].shape[1] // (group * q.shape[1])
+        patch_loss = authors_heads_attention(*stacked, heads)
+        # Anchor-point: the same q / k / v pooled, one head.
+        pooled = [F.avg_pool2d(x, pool, pool) for x in (q, k, v, f_t)]
+        anchor_loss = authors_heads_attention(*pooled, 1)
+        total = total + delta * patch_loss + zeta * anchor_loss
+    return total
 
 
 def build_case(case, batch, size, channels):
-    """Return a closure computing the loss for one case."""
-    from tat_mm.losses import AnchorPointTaTLoss, PatchGroupTaTLoss, TaTLoss
+    """Return (module, closure computing the summed loss) for one case."""
+    from tat_mm.losses import HierarchicalTaTLoss, TaTLoss
     kind, impl = case.split(':')
     if kind == 'full':
         # Non-parametric: the conv+BN embeddings cost the same in both implementations (they add
         # ~190 MB at 129x129, 256 channels), so leave them out to compare the attention itself.
         mod = TaTLoss(channels, channels, 'identity', 'identity', 'identity')
-    elif kind == 'patch':
-        mod = PatchGroupTaTLoss(channels, channels, patches_per_side=16, group_size=4)
+        if impl == 'naive':
+            def fn(s, t):
+                with mock.patch('tat_mm.losses.tat_loss.tat_attention', naive_attention):
+                    return mod(s, t)
+        else:
+            fn = mod
+        return mod, fn
+    mod = HierarchicalTaTLoss(channels, channels, pool_size=4, patches_per_side=16, group_size=4,
+                              patch_weight=0.1, anchor_weight=0.05)
+    if impl == 'authors':
+        def fn(s, t):
+            return authors_hierarchical(mod, s, t.detach(), 16, 4, 4, 0.1, 0.05)
     else:
-        mod = AnchorPointTaTLoss(channels, channels, pool_size=4)
-
-    if kind == 'full' and impl == 'naive':
         def fn(s, t):
-            with mock.patch('tat_mm.losses.tat_loss.tat_attention', naive_attention):
-                return mod(s, t)
-    elif kind == 'patch' and impl == 'loop':
-        def fn(s, t):
-            return authors_patch_group(mod, s, t, 16, 4)
-    elif kind == 'anchor' and impl == 'loop':
-        def fn(s, t):
-            return authors_anchor_point(mod, s, t, 4)
-    else:
-        fn = mod
+            return sum(mod(s, t).values())
     return mod, fn
 
 
@@ -169,18 +176,22 @@ def main():
     print('|---|---|---|---|---|---|---|')
     rows = [] if args.only == 'seg' else [('full', 'naive', 1, size) for size in full_sizes]
     if args.only != 'full':
-        rows += [('patch', 'loop', seg_batch, seg_size), ('anchor', 'loop', seg_batch, seg_size)]
-    names = {'full': 'TaT (full, non-parametric)', 'patch': 'patch-group (16/side, g=4)', 'anchor': 'anchor-point (pool 4)'}
+        rows.append(('hier', 'authors', seg_batch, seg_size))
+    names = {'full': 'TaT (full, non-parametric)',
+             'hier': 'hierarchical (PG 16/side g=4 + AP pool 4)'}
+    labels = {'naive': 'naive N x N', 'authors': "authors' code (per image, heads einsum)"}
     for kind, baseline, batch, size in rows:
         ours = spawn(f'{kind}:ours', batch, size, args)
         ref = spawn(f'{kind}:{baseline}', batch, size, args)
-        label = 'naive N x N' if baseline == 'naive' else 'per-image loop (authors)'
         speed = ref['time_s'] / ours['time_s']
         mem = ref['peak_mb'] / max(ours['peak_mb'], 1e-3)
         shape = f'{batch} x {size}x{size}'
         print(f"| {names[kind]} | {shape} | ours | {ours['time_s']:.3f} | {ours['peak_mb']:.0f} "
               f'| {speed:.2f}x | {mem:.1f}x |')
-        print(f"| {names[kind]} | {shape} | {label} | {ref['time_s']:.3f} | {ref['peak_mb']:.0f} | 1x | 1x |")
+        print(f"| {names[kind]} | {shape} | {labels[baseline]} | {ref['time_s']:.3f} | "
+              f"{ref['peak_mb']:.0f} | 1x | 1x |")
+    print(f"\nload average 1/5/15 min at the end: {'/'.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f'on {os.cpu_count()} CPUs')
 
 
 if __name__ == '__main__':

@@ -1,71 +1,118 @@
 """Cost of distillation per train step, measured side by side in one run, for each task.
 
-For each task it times, on the same batch:
+For each task it times, on the same batch and interleaved (so load changes hit all alike):
   * one plain student train step (data preprocessor, forward, backward, SGD step);
   * one teacher forward as the distiller runs it (no grad, stopped after the last tap);
-  * one distillation train step (teacher forward + student step + distillation terms);
+  * one distillation train step (teacher forward + student step + distillation terms) for each
+    variant of the task's distillation terms (before / after this change, side by side);
 and prints the distillation terms' own cost (losses, embeddings, DAM), i.e.
-``distill step - student step - teacher forward``, as a fraction of the student step.
-Target: under 10%.
+``distill step - student step - teacher forward``, as a fraction of the student step, next to its
+target. Then each loss alone, and DAM's head options on the real tapped features.
 
     .venv/bin/python benchmarks/bench_step.py [--repeats 5] [--tasks cls seg det]
+
+``OMP_WAIT_POLICY=PASSIVE`` is set here (before torch loads OpenMP) unless already set: with the
+default (spinning) policy, CPU timings on a shared machine become bimodal.
 """
-import argparse
-import statistics
-import tempfile
-import time
+import os
 
-import torch
-from mmengine.optim import OptimWrapper
-from mmengine.registry import DefaultScope
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-import tat_mm  # noqa: F401
-from tat_mm.testing import fake_batch, offline_model_config, save_random_checkpoint
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from mmengine.optim import OptimWrapper  # noqa: E402
+from mmengine.registry import MODELS as ROOT_MODELS  # noqa: E402
+from mmengine.registry import DefaultScope  # noqa: E402
+
+import tat_mm  # noqa: F401,E402
+from tat_mm.testing import fake_batch, offline_model_config, save_random_checkpoint  # noqa: E402
 
 NUM_CLASSES = 10
 
-# The distillation terms of the shipped configs (configs/{cls,seg,det}/*_tat_dam.py; cls: *_tat.py
-# plus KD), on small inputs.
+# The distillation terms of the shipped configs on small inputs (configs/{cls,seg,det}/*_tat*.py;
+# cls: *_tat.py plus KD). DAM settings as the benchmark has always used (top-8 areas).
 DAM = dict(topk=8, dam_loss_weight=1.0)
+EXACT_DAM = dict(feat_channels=128, shared_conv=False)  # three separate 128-wide 3x3 heads (before)
+SEG_TAP = dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck')
+SEG_PG = dict(patches_per_side=16, group_size=4)
+SEG_HIER = dict(type='HierarchicalTaTLoss', pool_size=4, patch_weight=0.1, anchor_weight=0.05, **SEG_PG)
+SEG_CH = dict(student_channels=128, teacher_channels=512)
+SEG_AP = dict(type='AnchorPointTaTLoss', pool_size=4, loss_weight=0.05, **SEG_CH)
+
+
+def det_terms(dam: dict) -> list:
+    """Faster R-CNN _tat_dam: DAM around patch-group TaT on P2-P3 (+ global anchor-point), around
+    full TaT on P4-P6."""
+    channels = dict(student_channels=256, teacher_channels=256)
+    return [
+        dict(student='neck', teacher='neck', index=[0, 1], losses=[
+            dict(type='DAMDistillLoss', **channels,
+                 feature_loss=dict(type='PatchGroupTaTLoss', patch_size=8, group_size=4),
+                 dam=dict(num_classes=NUM_CLASSES, **dam), **DAM),
+            dict(type='AnchorPointTaTLoss', **channels, pool_size=4, loss_weight=0.5)]),
+        dict(student='neck', teacher='neck', index=[2, 3, 4], losses=[
+            dict(type='DAMDistillLoss', **channels, feature_loss=dict(type='TaTLoss'),
+                 dam=dict(num_classes=NUM_CLASSES, **dam), **DAM)]),
+    ]
+
+
+# task: (scope, teacher config, student config, input size, {variant: (target, distill entries)}).
+# ``before`` rows are the terms as shipped before HierarchicalTaTLoss and the cheap DAM default.
 TASKS = {
-    # task: (scope, teacher config, student config or overrides, input size, distill entries)
     'cls': ('mmpretrain', 'mmpretrain::resnet/resnet34_8xb32_in1k.py',
-            'mmpretrain::resnet/resnet18_8xb32_in1k.py', (224, 224), [
-                dict(student='backbone.layer4', teacher='backbone.layer4',
-                     losses=[dict(type='TaTLoss', student_channels=512, teacher_channels=512,
-                                  loss_weight=0.1)]),
-                dict(student='head.fc', teacher='head.fc', losses=[dict(type='KDLoss', loss_weight=0.5)]),
-            ]),
+            'mmpretrain::resnet/resnet18_8xb32_in1k.py', (224, 224), {
+                'tat + kd': (0.12, [
+                    dict(student='backbone.layer4', teacher='backbone.layer4',
+                         losses=[dict(type='TaTLoss', student_channels=512, teacher_channels=512,
+                                      loss_weight=0.1)]),
+                    dict(student='head.fc', teacher='head.fc',
+                         losses=[dict(type='KDLoss', loss_weight=0.5)]),
+                ])}),
     'seg': ('mmseg', 'mmseg::deeplabv3plus/deeplabv3plus_r101-d8_4xb4-40k_voc12aug-512x512.py',
-            'mmseg::deeplabv3plus/deeplabv3plus_r18-d8_4xb2-80k_cityscapes-512x1024.py', (256, 256), [
-                dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
-                     losses=[
-                         dict(type='DAMDistillLoss', student_channels=128, teacher_channels=512,
-                              feature_loss=dict(type='PatchGroupTaTLoss', patches_per_side=16,
-                                                group_size=4, loss_weight=0.1),
-                              dam=dict(num_classes=1, feat_channels=128), **DAM),
-                         dict(type='AnchorPointTaTLoss', student_channels=128, teacher_channels=512,
-                              pool_size=4, loss_weight=0.05),
-                     ]),
-            ]),
+            'mmseg::deeplabv3plus/deeplabv3plus_r18-d8_4xb2-80k_cityscapes-512x1024.py', (256, 256), {
+                'tat, before: PG + AP losses, 2 embeddings': (None, [dict(SEG_TAP, losses=[
+                    dict(type='PatchGroupTaTLoss', loss_weight=0.1, **SEG_PG, **SEG_CH), SEG_AP])]),
+                'tat: HierarchicalTaTLoss': (0.30, [dict(SEG_TAP, losses=[dict(SEG_HIER, **SEG_CH)])]),
+                'tat_dam, before: exact DAM around PG, AP global': (None, [dict(SEG_TAP, losses=[
+                    dict(type='DAMDistillLoss', **SEG_CH,
+                         feature_loss=dict(type='PatchGroupTaTLoss', loss_weight=0.1, **SEG_PG),
+                         dam=dict(num_classes=1, **EXACT_DAM), **DAM), SEG_AP])]),
+                'tat_dam: exact DAM around hierarchical': (None, [dict(SEG_TAP, losses=[
+                    dict(type='DAMDistillLoss', **SEG_CH, feature_loss=SEG_HIER,
+                         dam=dict(num_classes=1, **EXACT_DAM), **DAM)])]),
+                'tat_dam: default DAM around hierarchical': (0.45, [dict(SEG_TAP, losses=[
+                    dict(type='DAMDistillLoss', **SEG_CH, feature_loss=SEG_HIER,
+                         dam=dict(num_classes=1), **DAM)])]),
+            }),
     'det': ('mmdet', 'mmdet::faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py',
-            'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', (256, 320), [
-                dict(student='neck', teacher='neck', index=[0, 1],
-                     losses=[
-                         dict(type='DAMDistillLoss', student_channels=256, teacher_channels=256,
-                              feature_loss=dict(type='PatchGroupTaTLoss', patch_size=8,
-                                                group_size=4),
-                              dam=dict(num_classes=NUM_CLASSES, feat_channels=128), **DAM),
-                         dict(type='AnchorPointTaTLoss', student_channels=256, teacher_channels=256,
-                              pool_size=4, loss_weight=0.5),
-                     ]),
-                dict(student='neck', teacher='neck', index=[2, 3, 4],
-                     losses=[
-                         dict(type='DAMDistillLoss', student_channels=256, teacher_channels=256,
-                              feature_loss=dict(type='TaTLoss'),
-                              dam=dict(num_classes=NUM_CLASSES, feat_channels=128), **DAM),
-                     ]),
-            ]),
+            'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', (256, 320), {
+                'tat_dam, before: exact DAM': (None, det_terms(EXACT_DAM)),
+                'tat_dam: default DAM': (0.15, det_terms({})),
+            }),
+}
+
+# DAM head options measured on the real tapped features (DAMDistillLoss with the task's masked loss,
+# forward + backward). ``feat_channels`` / ``shared_conv`` / ``stride`` of DAM.
+DAM_OPTIONS = {
+    'separate 3x3 heads, 128 wide (exact, before)': dict(feat_channels=128, shared_conv=False),
+    'separate 3x3 heads, 64 wide': dict(feat_channels=64, shared_conv=False),
+    'separate 3x3 heads, 128 wide, stride 2': dict(feat_channels=128, shared_conv=False, stride=2),
+    'shared 3x3 conv, 128 wide': dict(feat_channels=128),
+    'shared 3x3 conv, 64 wide (default)': dict(),
+    'shared 3x3 conv, 32 wide': dict(feat_channels=32),
+    'shared 3x3 conv, 64 wide, stride 2': dict(stride=2),
+}
+DAM_OPTION_TAPS = {  # task: (student tap, DAMDistillLoss config without dam)
+    'seg': ('decode_head.sep_bottleneck',
+            dict(type='DAMDistillLoss', **SEG_CH, feature_loss=SEG_HIER, **DAM)),
+    'det': ('neck.0', dict(type='DAMDistillLoss', student_channels=256, teacher_channels=256,
+                           feature_loss=dict(type='PatchGroupTaTLoss', patch_size=8, group_size=4),
+                           **DAM)),
 }
 
 
@@ -84,46 +131,82 @@ def interleaved_medians(fns: dict, repeats: int) -> dict:
 
 def bench_task(task: str, repeats: int, tmp: str) -> dict:
     import importlib
-    scope, teacher_path, student_spec, size, distill = TASKS[task]
+    scope, teacher_path, student_spec, size, variants = TASKS[task]
     registry = importlib.import_module(f'{scope}.registry').MODELS
     teacher_cfg = offline_model_config(teacher_path, NUM_CLASSES, size)
     student_cfg = offline_model_config(student_spec, NUM_CLASSES, size)
     ckpt = save_random_checkpoint(scope, teacher_cfg, f'{tmp}/{task}_teacher.pth')
+    distillers = {}
     with DefaultScope.overwrite_default_scope(scope):
         torch.manual_seed(0)
         plain = registry.build(student_cfg).train()
-        distiller = registry.build(dict(
-            type=dict(cls='ClsDistiller', seg='SegDistiller', det='DetDistiller')[task],
-            student=student_cfg, teacher=dict(config=teacher_cfg, checkpoint=ckpt),
-            distill=distill)).train()
+        for name, (_, distill) in variants.items():
+            torch.manual_seed(0)
+            distillers[name] = registry.build(dict(
+                type=dict(cls='ClsDistiller', seg='SegDistiller', det='DetDistiller')[task],
+                student=student_cfg, teacher=dict(config=teacher_cfg, checkpoint=ckpt),
+                distill=copy.deepcopy(distill))).train()
     batch = fake_batch(task, 2, size, NUM_CLASSES)
     plain_optim = OptimWrapper(torch.optim.SGD(plain.parameters(), lr=1e-4))
-    distill_optim = OptimWrapper(torch.optim.SGD(distiller.parameters(), lr=1e-4))
-    data = distiller.data_preprocessor(batch, True)
+    first = next(iter(distillers.values()))
+    data = first.data_preprocessor(batch, True)
 
-    times = interleaved_medians(dict(
-        student=lambda: plain.train_step(batch, plain_optim),
-        teacher=lambda: distiller._run_teacher(data['inputs'], data['data_samples']),
-        distill=lambda: distiller.train_step(batch, distill_optim)), repeats)
-    t_student, t_teacher, t_distill = times['student'], times['teacher'], times['distill']
-    overhead = t_distill - t_student - t_teacher
-    return dict(task=task, size=size, student=t_student, teacher=t_teacher, distill=t_distill,
-                overhead=overhead, ratio=overhead / t_student,
-                per_loss=per_loss_times(distiller, data, repeats))
+    fns = dict(student=lambda: plain.train_step(batch, plain_optim),
+               teacher=lambda: first._run_teacher(data['inputs'], data['data_samples']))
+    for name, distiller in distillers.items():
+        optim = OptimWrapper(torch.optim.SGD(distiller.parameters(), lr=1e-4))
+        fns[name] = lambda d=distiller, o=optim: d.train_step(batch, o)
+    times = interleaved_medians(fns, repeats)
+    t_student, t_teacher = times['student'], times['teacher']
+    rows = []
+    for name, (target, _) in variants.items():
+        overhead = times[name] - t_student - t_teacher
+        rows.append(dict(variant=name, target=target, distill=times[name], overhead=overhead,
+                         ratio=overhead / t_student,
+                         per_loss=per_loss_times(distillers[name], data, repeats)))
+    dam_options = dam_option_times(task, first, data, repeats) if task in DAM_OPTION_TAPS else {}
+    return dict(task=task, size=size, student=t_student, teacher=t_teacher, variants=rows,
+                dam_options=dam_options)
+
+
+def tap_features(distiller, data) -> tuple:
+    """{student tap: feature}, {student tap: teacher feature} of a distiller's pairs."""
+    student_feats, teacher_feats = distiller.tapped_features(data['inputs'], data['data_samples'])
+    return ({pair.student_tap: student_feats[pair.student_tap] for pair in distiller.pairs},
+            {pair.student_tap: teacher_feats[pair.teacher_tap].float() for pair in distiller.pairs})
+
+
+def time_loss(loss, s_feat, t_feat):
+    """A closure running one forward + backward of a loss (dict losses summed)."""
+    s_feat = s_feat.detach().requires_grad_()
+
+    def run():
+        out = loss(s_feat, t_feat)
+        (sum(out.values()) if isinstance(out, dict) else out).backward()
+    return run
 
 
 def per_loss_times(distiller, data, repeats: int) -> dict:
     """Forward+backward time of each configured loss alone, on the real tapped features."""
-    student_feats, teacher_feats = distiller.tapped_features(data['inputs'], data['data_samples'])
+    s_feats, t_feats = tap_features(distiller, data)
     fns = {}
     for pair in distiller.pairs:
-        s_feat = student_feats[pair.student_tap].requires_grad_()
-        t_feat = teacher_feats[pair.teacher_tap].float()
         for name, loss in zip(pair.loss_names, pair.losses):
-            def run(loss=loss, s_feat=s_feat, t_feat=t_feat):
-                out = loss(s_feat, t_feat)
-                (sum(out.values()) if isinstance(out, dict) else out).backward()
-            fns[f'{name}.{pair.student_tap}'] = run
+            fns[f'{name}.{pair.student_tap}'] = time_loss(loss, s_feats[pair.student_tap],
+                                                           t_feats[pair.student_tap])
+    return interleaved_medians(fns, repeats)
+
+
+def dam_option_times(task: str, distiller, data, repeats: int) -> dict:
+    """DAMDistillLoss (the task's masked loss inside) with each DAM head option, same features."""
+    tap, cfg = DAM_OPTION_TAPS[task]
+    s_feats, t_feats = tap_features(distiller, data)
+    fns = {}
+    num_classes = 1 if task == 'seg' else NUM_CLASSES
+    for name, option in DAM_OPTIONS.items():
+        torch.manual_seed(0)
+        loss = ROOT_MODELS.build(dict(cfg, dam=dict(num_classes=num_classes, **option)))
+        fns[name] = time_loss(loss, s_feats[tap], t_feats[tap])
     return interleaved_medians(fns, repeats)
 
 
@@ -133,25 +216,43 @@ def main():
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
     args = parser.parse_args()
     torch.manual_seed(0)
-    rows = []
+    results = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
-            rows.append(bench_task(task, args.repeats, tmp))
-    print(f'\nbatch 2, CPU, {torch.get_num_threads()} threads, median of {args.repeats} '
-          f'(torch {torch.__version__})\n')
-    print('| task | input | student step (s) | teacher fwd (s) | distill step (s) | '
-          'distill terms (s) | terms / student step |')
-    print('|---|---|---|---|---|---|---|')
-    for r in rows:
-        print(f"| {r['task']} | {r['size'][0]}x{r['size'][1]} | {r['student']:.3f} | "
-              f"{r['teacher']:.3f} | {r['distill']:.3f} | {r['overhead']:.3f} | "
-              f"{100 * r['ratio']:.1f}% |")
+            results.append(bench_task(task, args.repeats, tmp))
+    load_after = os.getloadavg()
+    print(f'\nbatch 2, CPU, {torch.get_num_threads()} threads, OMP_WAIT_POLICY='
+          f"{os.environ.get('OMP_WAIT_POLICY')}, median of {args.repeats} (torch {torch.__version__}); "
+          f'load average 1/5/15 min before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}'
+          f', after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} '
+          f'on {os.cpu_count()} CPUs\n')
+    print('| task | input | terms | student step (s) | teacher fwd (s) | distill step (s) | '
+          'distill terms (s) | terms / student step | target |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for r in results:
+        for v in r['variants']:
+            target = '' if v['target'] is None else (
+                f"<= {100 * v['target']:.0f}% " + ('met' if v['ratio'] <= v['target'] else 'MISSED'))
+            print(f"| {r['task']} | {r['size'][0]}x{r['size'][1]} | {v['variant']} | {r['student']:.3f} | "
+                  f"{r['teacher']:.3f} | {v['distill']:.3f} | {v['overhead']:.3f} | "
+                  f"{100 * v['ratio']:.1f}% | {target} |")
     print('\nEach loss alone (forward + backward on the tapped features), as % of the student step:\n')
-    print('| task | loss | time (s) | % of student step |')
-    print('|---|---|---|---|')
-    for r in rows:
-        for name, seconds in r['per_loss'].items():
-            print(f"| {r['task']} | {name} | {seconds:.3f} | {100 * seconds / r['student']:.1f}% |")
+    print('| task | terms | loss | time (s) | % of student step |')
+    print('|---|---|---|---|---|')
+    for r in results:
+        for v in r['variants']:
+            for name, seconds in v['per_loss'].items():
+                print(f"| {r['task']} | {v['variant']} | {name} | {seconds:.3f} | "
+                      f"{100 * seconds / r['student']:.1f}% |")
+    print('\nDAM head options: DAMDistillLoss with the masked loss, forward + backward on the real '
+          'tapped features:\n')
+    print('| task | tap | DAM heads | time (s) | % of student step |')
+    print('|---|---|---|---|---|')
+    for r in results:
+        for name, seconds in r['dam_options'].items():
+            print(f"| {r['task']} | {DAM_OPTION_TAPS[r['task']][0]} | {name} | {seconds:.3f} | "
+                  f"{100 * seconds / r['student']:.1f}% |")
 
 
 if __name__ == '__main__':

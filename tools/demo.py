@@ -21,6 +21,7 @@ checkpoint, plus ``demo_run.json`` (config, overrides, checkpoint, metrics) that
 It exercises everything end to end in about a minute or two; its numbers mean nothing (the table
 header says so).
 """
+import use_venv  # noqa: F401,I001  (first: re-runs this tool with ./.venv/bin/python if needed)
 import argparse
 import gc
 import json

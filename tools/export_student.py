@@ -12,6 +12,7 @@ Writes two files that plain mmseg / mmdet / mmpretrain use with no tat_mm import
 
     python tools/export_student.py work_dirs/.../iter_40000.pth student.pth
 """
+import use_venv  # noqa: F401,I001  (first: re-runs this tool with ./.venv/bin/python if needed)
 import argparse
 import os.path as osp
 from collections import OrderedDict

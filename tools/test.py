@@ -6,6 +6,7 @@ including students exported by tools/export_student.py.
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--cfg-options k=v ...]
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]
 """
+import use_venv  # noqa: F401,I001  (first: re-runs this tool with ./.venv/bin/python if needed)
 import argparse
 import os
 import os.path as osp
@@ -14,6 +15,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import tat_mm  # noqa: F401  (stack fixes + registries)
+from tat_mm.cfg_options import check_cfg_options
 
 
 def parse_args():
@@ -58,6 +60,7 @@ def main():
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
+        check_cfg_options(cfg, args.cfg_options)  # e.g. a `teacher_checkpoint` variable: an error
         cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

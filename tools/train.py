@@ -3,6 +3,7 @@
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
     bash tools/dist_train.sh CONFIG GPUS [args]
 """
+import use_venv  # noqa: F401,I001  (first: re-runs this tool with ./.venv/bin/python if needed)
 import argparse
 import logging
 import os
@@ -13,6 +14,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 import tat_mm  # noqa: F401  (stack fixes + registries, even if the config forgets custom_imports)
+from tat_mm.cfg_options import check_cfg_options
 
 
 def parse_args():
@@ -49,6 +51,7 @@ def main():
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
+        check_cfg_options(cfg, args.cfg_options)  # e.g. a `teacher_checkpoint` variable: an error
         cfg.merge_from_dict(args.cfg_options)
 
     # work_dir priority: CLI > config > ./work_dirs/<config name>

@@ -11,8 +11,10 @@ _base_ = './faster-rcnn_r50_fpn_1x_coco_student.py'
 custom_imports = dict(imports=['tat_mm'], allow_failed_imports=False)
 
 # SoKD's DAM around a level's feature loss (one DAM per level; 8 areas per image as in
-# the public SoKD code).
-dam = dict(dam=dict(num_classes=80, feat_channels=128), topk=8, dam_loss_weight=1.0)
+# the public SoKD code). DAM's default heads (one shared 64-wide 3x3 conv, then a 1x1 conv per
+# head); dam=dict(..., feat_channels=128, shared_conv=False) gives three separate 128-wide heads
+# (the CenterNet form, about 5x DAM's cost).
+dam = dict(dam=dict(num_classes=80), topk=8, dam_loss_weight=1.0)
 
 model = dict(
     _delete_=True,

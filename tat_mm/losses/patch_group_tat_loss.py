@@ -69,15 +69,20 @@ def group_patches(x: torch.Tensor, patch: Tuple[int, int], grid: Tuple[int, int]
     """Cut (B, C, H, W) into groups of raster-ordered patches: (B, G, h*w, g, C).
 
     The map is zero-padded at the bottom/right to ``grid * patch`` and the patch list is padded with
-    all-zero patches to a multiple of ``group_size``. Pure reshapes, no loops.
+    all-zero patches to a multiple of ``group_size`` (each only when needed). Pure reshapes, no loops,
+    and one copy: memory keeps the channels before the positions ((B, G, g, C, h*w) underneath), so
+    the result is a view whose (g, C) dims flatten without a copy and which the attention's matrix
+    products read transposed (a channels-last copy of each map cost more than the attention itself).
     """
     (ph, pw), (nh, nw) = patch, grid
     b, c, h, w = x.shape
-    x = F.pad(x, (0, nw * pw - w, 0, nh * ph - h))
-    x = x.view(b, c, nh, ph, nw, pw).permute(0, 2, 4, 3, 5, 1).reshape(b, nh * nw, ph * pw, c)
+    if (nh * ph, nw * pw) != (h, w):
+        x = F.pad(x, (0, nw * pw - w, 0, nh * ph - h))
+    x = x.view(b, c, nh, ph, nw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, nh * nw, c, ph * pw)
     num_groups = math.ceil(nh * nw / group_size)
-    x = F.pad(x, (0, 0, 0, 0, 0, num_groups * group_size - nh * nw))
-    return x.view(b, num_groups, group_size, ph * pw, c).transpose(2, 3)
+    if num_groups * group_size != nh * nw:
+        x = F.pad(x, (0, 0, 0, 0, 0, num_groups * group_size - nh * nw))
+    return x.view(b, num_groups, group_size, c, ph * pw).permute(0, 1, 4, 2, 3)
 
 
 def patch_group_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, target: torch.Tensor,
