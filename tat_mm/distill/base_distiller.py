@@ -190,6 +190,10 @@ class BaseDistiller(BaseModel):
         data_preprocessor (dict, optional): The student's data preprocessor, used when the student
             config has none (the runner passes a config's top-level ``data_preprocessor`` here).
             The distiller always preprocesses with the student's. Defaults to None.
+        validate_taps (bool | Sequence[int]): At build time, run one fake batch of this (H, W)
+            size (True: the student data preprocessor's ``size``, else 224 x 224) through student
+            and teacher and raise one error listing every channel, size and patch-size problem
+            of ``distill``, before any data is loaded. Defaults to False.
         init_cfg (dict, optional): Defaults to None.
     """
 
@@ -205,6 +209,7 @@ class BaseDistiller(BaseModel):
                  check_finite: bool = True,
                  save_teacher: bool = False,
                  data_preprocessor: Optional[dict] = None,
+                 validate_taps: Union[bool, Sequence[int]] = False,
                  init_cfg: Optional[dict] = None):
         student_cfg = resolve_model_config(student)
         if data_preprocessor is not None:
@@ -247,6 +252,9 @@ class BaseDistiller(BaseModel):
                             entry['losses'], entry.get('resize', False)))
         self.student_taps = TapGroup(student_taps.values())
         self.teacher_taps = TapGroup(teacher_taps.values(), stop_when_complete=True)
+        if validate_taps:
+            from .tap_inspection import validate_distill_taps
+            validate_distill_taps(self, None if validate_taps is True else tuple(validate_taps))
 
     # ----------------------------------------------------------------- building helpers
     @staticmethod
