@@ -93,9 +93,10 @@ def _history_buffer_method(owner: Any, name: str) -> Callable:
     from mmengine.logging.history_buffer import HistoryBuffer
     method = vars(HistoryBuffer).get(name) if owner is HistoryBuffer else None
     if name.startswith('_') or not callable(method):
+        owner_name = getattr(owner, '__qualname__', type(owner).__name__)
         raise pickle.UnpicklingError(
-            f'Unsupported getattr({getattr(owner, "__qualname__", type(owner).__name__)}, {name!r}): '
-            'checkpoints may only name the statistics methods of MMEngine\'s HistoryBuffer.')
+            f'Unsupported getattr({owner_name}, {name!r}): checkpoints may only name the '
+            "statistics methods of MMEngine's HistoryBuffer.")
     return getattr(HistoryBuffer, name)
 
 
@@ -119,7 +120,7 @@ def _trusted_by_env(name: str) -> bool:
 
 @contextlib.contextmanager
 def trusting_checkpoints() -> Iterator[None]:
-    """Trust every checkpoint loaded in this block (the user opted in, e.g. ``trust_checkpoint``)."""
+    """Trust every checkpoint loaded in this block (the user opted in: ``trust_checkpoint``)."""
     token = _TRUST_IN_CONTEXT.set(True)
     try:
         yield
@@ -229,6 +230,6 @@ def _read_error(name: str, exc: BaseException) -> CheckpointReadError:
 def load_url(url: str, model_dir: Optional[str] = None, map_location: Any = None,
              progress: bool = True, check_hash: bool = False,
              file_name: Optional[str] = None) -> Any:
-    """Drop-in for MMEngine's ``load_url`` (``http(s)://``, ``open-mmlab://``, ``torchvision://``)."""
+    """Drop-in for MMEngine's ``load_url`` (``http(s)://``, ``open-mmlab://``, ...)."""
     return load_checkpoint_file(url, map_location=map_location, model_dir=model_dir,
                                 progress=progress, check_hash=check_hash, file_name=file_name)

@@ -123,8 +123,9 @@ def runs(tmp_path_factory):
         out = {'tmp': tmp}
         for task in SCOPES:
             full = train(demo_runner_config(task, tmp, tmp / task / 'full'), f'{task}_full')
-            resumed = train(demo_runner_config(task, tmp, tmp / task / 'resumed'), f'{task}_resumed',
-                            resume=True, load_from=str(tmp / task / 'full' / 'iter_1.pth'))
+            resumed = train(demo_runner_config(task, tmp, tmp / task / 'resumed'),
+                            f'{task}_resumed', resume=True,
+                            load_from=str(tmp / task / 'full' / 'iter_1.pth'))
             out[task] = dict(full=full, resumed=resumed, ckpt=tmp / task / 'full' / 'iter_2.pth')
         # What MMEngine alone restores: the segmentation head's dropout draws other masks.
         out['seg']['resumed_without_hook'] = train(
@@ -299,7 +300,7 @@ def test_truncated_file_error_names_the_file(cls_cfg, tmp_path):
             build_distiller(cls_cfg['model'])
 
 
-# ------------------------------------------------------------------ evaluation needs no teacher file
+# ------------------------------------------------------------------ evaluation: no teacher file
 def test_inference_build_needs_no_teacher_file(cls_cfg, tmp_path):
     cls_cfg['model']['teacher']['checkpoint'] = str(tmp_path / 'missing.pth')
     with pytest.raises(FileNotFoundError, match='missing.pth'):  # training: an error at build time
