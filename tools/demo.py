@@ -143,7 +143,9 @@ def run_options(task: str, method: str, seed: int, work_dir: str, quick: bool,
             'train_cfg.val_interval': QUICK_ITERS,
             'default_hooks.checkpoint.interval': QUICK_ITERS,
             'train_dataloader.batch_size': 4,
-            'custom_hooks': [],  # the quick teacher is a quick teacher: let it be
+            # no DemoTeacherCheckHook: in quick mode the quick teacher is expected
+            'custom_hooks': ([dict(type='DistillVisualizationHook', interval=QUICK_ITERS)]
+                             if method in ('tat', 'tat_dam') else []),
             'train_dataloader.dataset.indices': 16,
             'val_dataloader.dataset.indices': 8,
             'test_dataloader.dataset.indices': 8,
