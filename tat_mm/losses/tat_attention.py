@@ -22,8 +22,9 @@ EMBED_TYPES = ('identity', 'conv1x1', 'conv3x3')
 def tat_attention(query: torch.Tensor,
                   key: torch.Tensor,
                   value: torch.Tensor,
-                  key_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Compute ``softmax(query @ key^T) @ value`` with scale 1.
+                  key_mask: Optional[torch.Tensor] = None,
+                  temperature: float = 1.0) -> torch.Tensor:
+    """Compute ``softmax(query @ key^T / temperature) @ value`` (the paper: temperature 1).
 
     The (Nq, Nk) matrix is built only when it is no larger than the query (Nk <= E); otherwise
     ``scaled_dot_product_attention`` computes the result blockwise without it.
@@ -35,10 +36,15 @@ def tat_attention(query: torch.Tensor,
         key_mask (torch.Tensor, optional): boolean mask broadcastable to (..., 1, Nk); ``False``
             removes that key from every softmax (used for zero padding). Every query must keep at
             least one key, otherwise its row is NaN. Defaults to None (all keys used).
+        temperature (float): softmax temperature. 1 is the paper's Eq. 7 (no scaling); a larger
+            value softens attention that is nearly one-hot on trained features (e.g. sqrt(E), the
+            usual transformer scaling). Defaults to 1.0.
 
     Returns:
-        torch.Tensor: (..., Nq, Ev), row ``i`` is ``sum_j softmax_j(q_i . k_j) v_j``.
+        torch.Tensor: (..., Nq, Ev), row ``i`` is ``sum_j softmax_j(q_i . k_j / T) v_j``.
     """
+    if not temperature > 0:
+        raise ValueError(f'tat_attention: temperature must be positive, got {temperature!r}')
     if query.dim() < 3 or query.dim() != key.dim() or key.dim() != value.dim():
         raise ValueError('tat_attention: expected (..., N, C) query/key/value of equal rank >= 3, got '
                          f'query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}')
@@ -48,13 +54,16 @@ def tat_attention(query: torch.Tensor,
     if key.shape[-2] <= query.shape[-1]:
         # The logits (..., Nq, Nk) are no larger than the query (..., Nq, E): build them.
         logits = query @ key.transpose(-2, -1)
+        if temperature != 1.0:
+            logits = logits / temperature
         if key_mask is not None:
             logits = logits.masked_fill(~key_mask, float('-inf'))
         return logits.softmax(dim=-1) @ value
     # Strided inputs (e.g. (B, C, N) maps transposed to (B, N, C)) send the CPU kernel down a path that
     # keeps N x N buffers (measured: 1 GB instead of 70 MB at N=9216); copies are only O(N*C).
     query, key, value = query.contiguous(), key.contiguous(), value.contiguous()
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask, scale=1.0)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask,
+                                          scale=1.0 / temperature)
 
 
 def build_tat_embedding(embed_type: str, in_channels: int, out_channels: int) -> nn.Module:

@@ -51,6 +51,9 @@ class TaTLoss(BaseFeatureLoss):
         key_embed (str): theta, teacher -> key. Defaults to ``'identity'`` (best in Tables 4 and 6).
         value_embed (str): phi, student -> value. Defaults to ``'conv3x3'``.
         transposed (bool): use the per-pixel form of Eq. 5-6 described above. Defaults to False (Eq. 7).
+        temperature (float): attention softmax temperature T, ``softmax(q k^T / T)``. Defaults to
+            1.0 (the paper). Not in the paper: on trained features the T = 1 attention is nearly
+            one-hot (docs/evidence.md), a larger T keeps it soft.
         loss_weight (float): multiplier of the loss. Defaults to 1.0.
     """
 
@@ -61,8 +64,12 @@ class TaTLoss(BaseFeatureLoss):
                  key_embed: str = 'identity',
                  value_embed: str = 'conv3x3',
                  transposed: bool = False,
+                 temperature: float = 1.0,
                  loss_weight: float = 1.0):
         super().__init__(student_channels, teacher_channels, loss_weight)
+        if not temperature > 0:
+            raise ValueError(f'TaTLoss: temperature must be positive, got {temperature!r}')
+        self.temperature = temperature
         self.query_embed, self.key_embed, self.value_embed = build_tat_embeddings(
             student_channels, teacher_channels, query_embed, key_embed, value_embed)
         self.transposed = transposed
@@ -74,6 +81,6 @@ class TaTLoss(BaseFeatureLoss):
         value = flatten_hw(self.value_embed(student_feat))
         if self.transposed:
             query, key = key, query
-        rebuilt = tat_attention(query, key, value)
+        rebuilt = tat_attention(query, key, value, temperature=self.temperature)
         return weighted_mse(rebuilt, flatten_hw(teacher_feat),
                             None if weight is None else flatten_hw(weight))

@@ -145,7 +145,7 @@ def tat_attention_row(loss, student_feat, teacher_feat, y: int, x: int) -> np.nd
         pos = (y % ph) * pw + (x % pw)
         query = qg[grp, pos].reshape(-1)  # channels of the g patches concatenated
         keys = kg[grp].reshape(ph * pw, -1)
-        attn = torch.softmax(keys @ query, 0).numpy()
+        attn = torch.softmax(keys @ query / getattr(loss, 'temperature', 1.0), 0).numpy()
         out = np.zeros((grid[0] * ph, grid[1] * pw))
         for s in range(g):
             pi = grp * g + s
@@ -159,7 +159,7 @@ def tat_attention_row(loss, student_feat, teacher_feat, y: int, x: int) -> np.nd
         logits = q[0].flatten(1).T @ k[0, :, y, x]  # theta(t_i) . gamma(s_j) over j
     else:
         logits = k[0].flatten(1).T @ q[0, :, y, x]  # gamma(s_i) . theta(t_j) over j
-    return torch.softmax(logits, 0).reshape(h, w).numpy(), h * w
+    return torch.softmax(logits / getattr(loss, 'temperature', 1.0), 0).reshape(h, w).numpy(), h * w
 
 
 def _first_loss(distiller, type_names):
