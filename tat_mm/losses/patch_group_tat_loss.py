@@ -78,10 +78,13 @@ def group_patches(x: torch.Tensor, patch: Tuple[int, int], grid: Tuple[int, int]
     b, c, h, w = x.shape
     if (nh * ph, nw * pw) != (h, w):
         x = F.pad(x, (0, nw * pw - w, 0, nh * ph - h))
-    x = x.view(b, c, nh, ph, nw, pw).permute(0, 2, 4, 1, 3, 5).reshape(b, nh * nw, c, ph * pw)
+    patches = x.view(b, c, nh, ph, nw, pw).permute(0, 2, 4, 1, 3, 5)  # (B, nh, nw, C, h, w) view
     num_groups = math.ceil(nh * nw / group_size)
-    if num_groups * group_size != nh * nw:
-        x = F.pad(x, (0, 0, 0, 0, 0, num_groups * group_size - nh * nw))
+    if num_groups * group_size == nh * nw:
+        x = patches.reshape(b, nh * nw, c, ph * pw)
+    else:  # gather straight into the zero-padded patch list (no second copy for the padding)
+        x = x.new_zeros(b, num_groups * group_size, c, ph * pw)
+        x[:, :nh * nw].view(b, nh, nw, c, ph, pw).copy_(patches)
     return x.view(b, num_groups, group_size, c, ph * pw).permute(0, 1, 4, 2, 3)
 
 
