@@ -1,5 +1,6 @@
 """Bad configs give clear errors at build time or at the first step, never silent garbage."""
 import copy
+import re
 
 import pytest
 import torch
@@ -121,3 +122,37 @@ def test_duplicate_log_keys_are_an_error(base_cfg):
         step(build(cfg))
     cfg['distill'][1]['losses'][0]['name'] = 'fitnet_last_block'
     assert 'loss_fitnet_last_block.backbone.layer4' in step(build(cfg))
+
+
+def test_pooled_output_is_named_as_such(base_cfg):
+    """A (B, C) feature (what the classifier layer receives, after global pooling) against a map:
+    not 'spatial sizes differ ... resize=True', but the 2-D case, the tap and what to change."""
+    cfg = copy.deepcopy(base_cfg)
+    cfg['distill'] = [dict(student='head.fc', teacher='backbone.layer4', use_input=True,
+                           losses=[dict(type='FitNetLoss', student_channels=512,
+                                        teacher_channels=1024)])]
+    with pytest.raises(ValueError) as info:
+        step(build(cfg))
+    message = str(info.value)
+    assert 'spatial sizes differ' not in message and 'resize' not in message
+    assert re.search(r"student 'head.fc.input' gives \(2, 512\), pooled \(B, C\).*teacher "
+                     r"'backbone.layer4.input' gives \(2, 1024, 4, 4\).*the student tap "
+                     r"'head.fc.input' is already pooled: tap an earlier student module", message), message
+    # Pooled on both sides, into a feature loss: the loss's error says the outputs are pooled.
+    cfg['distill'][0].update(teacher='head.fc', losses=[dict(type='TaTLoss', student_channels=512,
+                                                               teacher_channels=2048)])
+    with pytest.raises(ValueError, match=r'expected 4D.*pooled \(B, C\) outputs.*tap earlier modules'):
+        step(build(cfg))
+
+
+def test_loss_type_typo_suggests_close_names(base_cfg):
+    cfg = copy.deepcopy(base_cfg)
+    cfg['distill'][0]['losses'][0]['type'] = 'TatLoss'
+    with pytest.raises(KeyError, match=r"Unknown loss type 'TatLoss' in the distill entry "
+                                       r"'backbone.layer4' -> 'backbone.layer4'\. Did you mean TaTLoss"):
+        build(cfg)
+    # Also inside a wrapping loss (DAM's feature loss).
+    cfg = copy.deepcopy(base_cfg)
+    cfg['distill'][0]['losses'][1]['feature_loss']['type'] = 'TaTLos'
+    with pytest.raises(KeyError, match=r"'TaTLos' in the distill entry 'backbone.layer4'.*TaTLoss"):
+        build(cfg)

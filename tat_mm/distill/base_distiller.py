@@ -8,6 +8,7 @@ are the student's, so upstream evaluators, test loops and inference code work un
 The task adapters in ``tat_mm/models/`` only say which library builds the models.
 """
 import copy
+import difflib
 import inspect
 import re
 from typing import Dict, List, Optional, Sequence, Union
@@ -19,8 +20,11 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope, Registry
 
-from .feature_tap import FeatureTap, TapGroup, TapsComplete
+from .feature_tap import (FeatureTap, TapGroup, TapsComplete, feature_layout_hint,
+                          rank_mismatch_message)
+from .preprocessing import build_teacher_preprocessing
 from .teacher import build_teacher, parse_teacher_dtype, resolve_model_config
+from .token_to_map import split_tokens_option
 
 # Short names used in log keys (``loss_<short>.<tap>``); other losses use their snake-cased type.
 LOSS_SHORT_NAMES = {
@@ -46,6 +50,39 @@ def _short_name(loss_type) -> str:
         return LOSS_SHORT_NAMES[name]
     name = re.sub(r'Loss$', '', name)
     return re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower()
+
+
+def build_loss(cfg: dict, where: str) -> nn.Module:
+    """Build a loss from MMEngine's root registry (found from any task scope); an unknown type
+    (also one nested, e.g. a ``feature_loss``) is an error naming close types and ``where``."""
+    try:
+        return ROOT_MODELS.build(cfg)
+    except KeyError as exc:
+        message = str(exc.args[0]) if exc.args else ''
+        match = re.match(r"'?(\S+) is not in the \S+ registry", message)
+        if match is None:
+            raise
+        unknown = match.group(1)
+        names = {name.lower(): name for name in ROOT_MODELS.module_dict}
+        close = [names[n] for n in difflib.get_close_matches(unknown.lower(), list(names), n=3,
+                                                               cutoff=0.6)]
+        losses = sorted(n for n in ROOT_MODELS.module_dict if n.endswith('Loss'))
+        hint = f' Did you mean {" or ".join(close)}?' if close else ''
+        raise KeyError(f'Unknown loss type {unknown!r} in {where}.{hint} Registered losses: '
+                       f'{", ".join(losses)}.') from None
+
+
+def rename_bare_loss(losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Log a student loss named just ``loss`` (mmpretrain's) as ``loss_cls``.
+
+    MMEngine's ``parse_losses`` logs the sum of all terms as ``loss``; a term of that name would
+    overwrite it in the logs, which would then leave out every distillation term. The renamed
+    term is optimised exactly as before (``parse_losses`` sums every key containing ``loss``).
+    """
+    if 'loss' not in losses:
+        return losses
+    new_key = 'loss_cls' if 'loss_cls' not in losses else 'loss_student'
+    return {(new_key if key == 'loss' else key): value for key, value in losses.items()}
 
 
 class DistillPair(nn.Module):
@@ -83,8 +120,7 @@ class DistillPair(nn.Module):
                 raise ValueError(f'Two losses named {name!r} on tap {student!r}: give one of them a '
                                  'different `name` in its config.')
             self.loss_names.append(name)
-            # Losses live in MMEngine's root registry and are found from any task scope.
-            self.losses.append(ROOT_MODELS.build(cfg))
+            self.losses.append(build_loss(cfg, f'the distill entry {student!r} -> {teacher!r}'))
             # Losses taking lists of taps say so (``multi_tap = True``); a mix-up is a build error.
             if getattr(self.losses[-1], 'multi_tap', False) != self.multi_tap:
                 raise ValueError(
@@ -109,6 +145,9 @@ class DistillPair(nn.Module):
                teacher_tap: str) -> tuple:
         """Detach the teacher (fp32), check ranks, resize the student if asked; one tap pair."""
         teacher_feat = teacher_feat.detach().float()
+        if student_feat.dim() != teacher_feat.dim():
+            raise ValueError(rank_mismatch_message(student_tap, student_feat, teacher_tap,
+                                                   teacher_feat))
         if student_feat.dim() == 4 and student_feat.shape[-2:] != teacher_feat.shape[-2:]:
             if not self.resize:
                 raise ValueError(
@@ -142,7 +181,9 @@ class DistillPair(nn.Module):
                 value = loss(student_feat, teacher_feat, **extra)
             except ValueError as exc:
                 raise ValueError(f'Distill pair student {self.student_tap!r} -> teacher '
-                                 f'{self.teacher_tap!r}, loss {name!r}: {exc}') from exc
+                                 f'{self.teacher_tap!r}, loss {name!r}: {exc}'
+                                 f'{"" if self.multi_tap else feature_layout_hint(student_feat)}'
+                                 ) from exc
             if isinstance(value, dict):  # e.g. DAM: masked feature loss + DAM's own loss
                 for key, term in value.items():
                     suffix = key[len('loss_'):] if key.startswith('loss_') else key
@@ -189,7 +230,9 @@ class BaseDistiller(BaseModel):
             into the teacher. Defaults to False: the teacher is reloaded from its own file.
         data_preprocessor (dict, optional): The student's data preprocessor, used when the student
             config has none (the runner passes a config's top-level ``data_preprocessor`` here).
-            The distiller always preprocesses with the student's. Defaults to None.
+            The distiller always preprocesses with the student's; a teacher whose preprocessor
+            differs (mean, std, channel order, padding) gets its own, re-made from the student's
+            batch (:mod:`tat_mm.distill.preprocessing`). Defaults to None.
         validate_taps (bool | Sequence[int]): At build time, run one fake batch of this (H, W)
             size (True: the student data preprocessor's ``size``, else 224 x 224) through student
             and teacher and raise one error listing every channel, size and patch-size problem
@@ -224,8 +267,12 @@ class BaseDistiller(BaseModel):
         # The teacher is kept outside the module tree: it is not in state_dict() (checkpoints hold
         # the student and the distillation modules only), not in parameters() (never in the
         # optimizer, never wrapped by DDP), and init_weights() never overwrites its loaded weights.
-        self._teacher = [build_teacher(dict(teacher), self.registry, self.scope)]
+        self._teacher = [build_teacher(dict(teacher), self.registry, self.scope,
+                                       student_cfg.get('data_preprocessor'))]
         self._check_student(self.teacher, 'teacher')
+        # The teacher's own normalisation, re-made from the student's batch (None: the same).
+        self.teacher_preprocessing = build_teacher_preprocessing(self.data_preprocessor,
+                                                                 self.teacher.data_preprocessor)
         self._teacher_dtype = parse_teacher_dtype(teacher_dtype)
         if self._teacher_dtype is not None:
             self.teacher.to(self._teacher_dtype)
@@ -262,10 +309,11 @@ class BaseDistiller(BaseModel):
         entries = []
         for entry in distill:
             entry = dict(entry)
-            unknown = set(entry) - {'student', 'teacher', 'losses', 'index', 'use_input', 'resize'}
+            unknown = set(entry) - {'student', 'teacher', 'losses', 'index', 'use_input', 'resize',
+                                    'tokens'}
             if unknown or 'student' not in entry or 'teacher' not in entry:
                 raise ValueError('Each distill entry is dict(student=<module path>, teacher=<module '
-                                 'path>, losses=[...][, index, use_input, resize]); got keys '
+                                 'path>, losses=[...][, index, use_input, resize, tokens]); got keys '
                                  f'{sorted(entry)}.')
             index = entry.get('index')
             if isinstance(entry['student'], (list, tuple)) or isinstance(entry['teacher'], (list, tuple)):
@@ -305,10 +353,11 @@ class BaseDistiller(BaseModel):
 
     @staticmethod
     def _get_tap(taps: dict, model: nn.Module, entry: dict, role: str) -> FeatureTap:
-        key = (entry[role], entry.get('index'), entry.get('use_input', False))
+        tokens = split_tokens_option(entry.get('tokens'))[0 if role == 'student' else 1]
+        key = (entry[role], entry.get('index'), entry.get('use_input', False), repr(tokens))
         if key not in taps:
             taps[key] = FeatureTap(model, entry[role], entry.get('index'),
-                                   entry.get('use_input', False), role)
+                                   entry.get('use_input', False), role, tokens)
         return taps[key]
 
     def _check_student(self, model: nn.Module, role: str = 'student') -> None:
@@ -344,6 +393,8 @@ class BaseDistiller(BaseModel):
     def _run_teacher(self, inputs: torch.Tensor, data_samples) -> Dict[str, torch.Tensor]:
         self.teacher.eval()
         self.teacher_taps.clear()
+        if self.teacher_preprocessing is not None:
+            inputs = self.teacher_preprocessing(inputs, data_samples)
         if self._teacher_dtype is not None:
             inputs = inputs.to(self._teacher_dtype)
         try:
@@ -377,7 +428,7 @@ class BaseDistiller(BaseModel):
         """Student task losses plus every distillation loss, in one dict of named terms."""
         teacher_feats = self._run_teacher(inputs, data_samples)
         self.student_taps.clear()
-        losses = dict(self.student.loss(inputs, data_samples))
+        losses = rename_bare_loss(dict(self.student.loss(inputs, data_samples)))
         student_feats = self.student_taps.pop_all()
         distill_losses = {}
         for pair in self.pairs:

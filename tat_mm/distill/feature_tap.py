@@ -5,6 +5,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from .token_to_map import TokensToMap
+
 
 def get_submodule(model: nn.Module, path: str, model_name: str = 'model') -> nn.Module:
     """Return ``model``'s sub-module at ``path``, or raise a ``ValueError`` with close names.
@@ -42,7 +44,9 @@ class FeatureTap:
 
     Tap modules that run once per forward pass (a backbone stage, the FPN neck with ``index``, a
     decode head layer). A module called several times per pass (a detection head shared across FPN
-    levels) keeps only its last call; tap the neck level instead.
+    levels) keeps only its last call; tap the neck level instead. Transformer layers give
+    ``(B, N, C)`` tokens: ``tokens`` folds them into a ``(B, C, h, w)`` map (see
+    :class:`~tat_mm.distill.token_to_map.TokensToMap`).
 
     Args:
         model (nn.Module): The model to tap.
@@ -52,6 +56,9 @@ class FeatureTap:
         use_input (bool): Record the module's first positional input instead of its output.
             Defaults to False.
         model_name (str): 'student' or 'teacher', for error messages. Defaults to 'model'.
+        tokens (dict, optional): Turn ``(B, N, C)`` tokens into a ``(B, C, h, w)`` map, with this
+            layout (``grid``, ``num_extra_tokens``; ``{}``: both from the model). Defaults to None
+            (record the value as it is).
     """
 
     def __init__(self,
@@ -59,7 +66,8 @@ class FeatureTap:
                  path: str,
                  index: Optional[int] = None,
                  use_input: bool = False,
-                 model_name: str = 'model'):
+                 model_name: str = 'model',
+                 tokens: Optional[dict] = None):
         self.path = path
         self.index = index
         self.use_input = use_input
@@ -67,6 +75,8 @@ class FeatureTap:
         self.value: Optional[torch.Tensor] = None
         self.on_record = None  # optional callback, set by TapGroup
         module = get_submodule(model, path, model_name)
+        self.to_map = None if tokens is None else TokensToMap(
+            model, path, tap_name=f'{model_name} tap {self.name!r}', **tokens)
         self._handle = module.register_forward_hook(self._hook)
 
     @property
@@ -89,6 +99,8 @@ class FeatureTap:
         if not isinstance(value, torch.Tensor):
             raise ValueError(f'{self.model_name} tap {self.name!r} recorded a {type(value).__name__}, '
                              'not a tensor; set `index` to pick one element of a tuple output.')
+        if self.to_map is not None:
+            value = self.to_map(value)
         self.value = value
         if self.on_record is not None:
             self.on_record()
@@ -103,8 +115,10 @@ class FeatureTap:
         return value
 
     def remove(self) -> None:
-        """Remove the forward hook."""
+        """Remove the forward hook (and the token layout's)."""
         self._handle.remove()
+        if self.to_map is not None:
+            self.to_map.remove()
 
 
 class TapGroup:
@@ -135,3 +149,40 @@ class TapGroup:
     def pop_all(self) -> Dict[str, torch.Tensor]:
         """Return ``{tap.name: tensor}`` for every tap and forget the values."""
         return {tap.name: tap.pop() for tap in self.taps}
+
+
+def feature_layout_hint(feature: torch.Tensor) -> str:
+    """Why a loss expecting ``(B, C, H, W)`` maps may reject ``feature``, and what to change."""
+    if feature.dim() == 3:
+        return (' The taps give (B, N, C) transformer tokens: set tokens=True in this distill entry '
+                '(or tokens=dict(student=..., teacher=...)) to compare them as (B, C, h, w) maps.')
+    if feature.dim() == 2:
+        return (' The taps give pooled (B, C) outputs (class token, global average or logits): '
+                'feature losses need (B, C, H, W) maps, so tap earlier modules (before the pooling); '
+                'logits go to KDLoss.')
+    return ''
+
+
+def rank_mismatch_message(student_tap: str, student_feat: torch.Tensor, teacher_tap: str,
+                          teacher_feat: torch.Tensor) -> str:
+    """The error for a distill pair whose student and teacher features have different ranks."""
+
+    def describe(feature: torch.Tensor) -> str:
+        kind = {2: 'pooled (B, C)', 3: 'tokens (B, N, C)', 4: 'a map (B, C, H, W)'}.get(
+            feature.dim(), f'{feature.dim()}-D')
+        return f'{tuple(feature.shape)}, {kind}'
+
+    fixes = []
+    for role, tap, feature in (('student', student_tap, student_feat),
+                               ('teacher', teacher_tap, teacher_feat)):
+        if feature.dim() == 2:
+            fixes.append(f'the {role} tap {tap!r} is already pooled: tap an earlier {role} module '
+                         '(before its global pooling / class token)')
+        elif feature.dim() == 3:
+            fixes.append(f'the {role} tap {tap!r} gives transformer tokens: fold them into a map '
+                         'with `tokens` in this distill entry (tokens=True: both sides, '
+                         f'tokens=dict({role}=True): the {role} only)')
+    fix = '; '.join(fixes) if fixes else 'tap modules whose outputs have the same layout'
+    return (f'Distill pair student {student_tap!r} gives {describe(student_feat)} but teacher '
+            f'{teacher_tap!r} gives {describe(teacher_feat)}: the losses compare features of the '
+            f'same layout. Fix: {fix}.')

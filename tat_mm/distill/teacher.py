@@ -1,5 +1,6 @@
 """Building, strictly loading and freezing the teacher."""
 import contextlib
+import copy
 import os.path as osp
 from typing import Optional, Union
 
@@ -105,7 +106,8 @@ def load_checkpoint_strict(model: nn.Module, checkpoint: str, model_name: str = 
     model.load_state_dict(state, strict=True)
 
 
-def build_teacher(teacher: dict, registry: Registry, scope: Optional[str] = None) -> nn.Module:
+def build_teacher(teacher: dict, registry: Registry, scope: Optional[str] = None,
+                  data_preprocessor: Optional[dict] = None) -> nn.Module:
     """Build the teacher from its config, load its checkpoint strictly and freeze it.
 
     Args:
@@ -119,6 +121,8 @@ def build_teacher(teacher: dict, registry: Registry, scope: Optional[str] = None
         registry (Registry): The task library's ``MODELS`` registry.
         scope (str, optional): The task library's scope, used to build the teacher whatever the
             runner's ``default_scope`` is. Defaults to None.
+        data_preprocessor (dict, optional): The teacher's data preprocessor when its config has
+            none (the distiller passes the student's). Defaults to None.
 
     Returns:
         nn.Module: The teacher in eval mode with ``requires_grad=False`` everywhere.
@@ -131,12 +135,13 @@ def build_teacher(teacher: dict, registry: Registry, scope: Optional[str] = None
                          f'load_checkpoint=True]); got keys {sorted(teacher)}.')
     if not teacher.get('load_checkpoint', True):
         # Evaluation only (tools/test.py): the student is what runs; the teacher file may be absent.
-        return freeze(without_weights(build_teacher_model(teacher, registry, scope)))
+        return freeze(without_weights(build_teacher_model(teacher, registry, scope,
+                                                          data_preprocessor)))
     if not teacher.get('checkpoint'):
         raise ValueError('`model.teacher.checkpoint` is not set: a distillation teacher needs '
                          'trained weights. Give the path or URL of the teacher checkpoint (in the '
                          'config, or --cfg-options model.teacher.checkpoint=PATH).')
-    model = build_teacher_model(teacher, registry, scope)
+    model = build_teacher_model(teacher, registry, scope, data_preprocessor)
     load_checkpoint_strict(model, teacher['checkpoint'], 'teacher',
                            trusted=bool(teacher.get('trust_checkpoint', False)))
     return freeze(model)
@@ -160,7 +165,8 @@ def without_weights(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_teacher_model(teacher: dict, registry: Registry, scope: Optional[str] = None) -> nn.Module:
+def build_teacher_model(teacher: dict, registry: Registry, scope: Optional[str] = None,
+                        data_preprocessor: Optional[dict] = None) -> nn.Module:
     """Build the teacher's architecture from ``teacher['config']`` (and ``cfg_options``), no weights.
 
     Used by :func:`build_teacher` and by ``tools/inspect_taps.py``, which needs the teacher's
@@ -170,6 +176,8 @@ def build_teacher_model(teacher: dict, registry: Registry, scope: Optional[str] 
         teacher (dict): See :func:`build_teacher`; ``checkpoint`` is not read.
         registry (Registry): The task library's ``MODELS`` registry.
         scope (str, optional): The task library's scope. Defaults to None.
+        data_preprocessor (dict, optional): Used when the teacher's config has none. Defaults to
+            None.
 
     Returns:
         nn.Module: The teacher with freshly initialised (random) weights.
@@ -177,6 +185,8 @@ def build_teacher_model(teacher: dict, registry: Registry, scope: Optional[str] 
     model_cfg = resolve_model_config(teacher['config'])
     if teacher.get('cfg_options'):
         model_cfg.merge(teacher["cfg_options"])
+    if data_preprocessor is not None and model_cfg.get('data_preprocessor') is None:
+        model_cfg['data_preprocessor'] = copy.deepcopy(data_preprocessor)
     # The checkpoint replaces every weight, so do not fetch backbone pre-training weights.
     model_cfg.pop('pretrained', None)
     with DefaultScope.overwrite_default_scope(scope):
