@@ -182,3 +182,21 @@ def test_registered_and_defaults_are_authors_seg_embeddings():
     for embedding in (mod.query_embed, mod.key_embed, mod.value_embed):
         assert embedding[0].kernel_size == (1, 1) and isinstance(embedding[1], torch.nn.BatchNorm2d)
     assert mod.patch_grid(129, 129) == ((8, 8), (17, 17))
+
+
+def test_equals_the_authors_code_on_one_image():
+    """The authors' distillation_loss_all as written (benchmarks/bench_losses.py: unfold, groups as
+    einsum heads, the same q / k / v for both terms) gives our value on one image whose size the
+    patches divide (there their per-image BN equals our batch BN and nothing is dropped)."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / 'benchmarks' / 'bench_losses.py'
+    spec = importlib.util.spec_from_file_location('bench_losses', path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    mod = randomise_bn(HierarchicalTaTLoss(8, 8, pool_size=4, patches_per_side=4, group_size=4,
+                                           patch_weight=0.1, anchor_weight=0.05).double())
+    s, t = torch.randn(1, 8, 16, 16, dtype=DT), torch.randn(1, 8, 16, 16, dtype=DT)
+    torch.testing.assert_close(sum(mod(s, t).values()),
+                               bench.authors_hierarchical(mod, s, t, 4, 4, 4, 0.1, 0.05))
