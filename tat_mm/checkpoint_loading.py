@@ -54,6 +54,7 @@ def allowed_types() -> List[Union[Callable, Tuple[Callable, str]]]:
         name it has in files written by older versions).
     """
     from mmengine.logging.history_buffer import HistoryBuffer
+    from mmengine.optim.scheduler import param_scheduler
     try:
         from numpy._core import multiarray  # numpy >= 2
     except ImportError:  # numpy 1.x
@@ -69,8 +70,13 @@ def allowed_types() -> List[Union[Callable, Tuple[Callable, str]]]:
         # A HistoryBuffer also pickles its statistics methods (HistoryBuffer.min, .max, .current,
         # .mean), which pickle writes as `getattr(HistoryBuffer, 'min')`. The real getattr would
         # reach any attribute of any allowed object (and from there, code); this stand-in only
-        # returns HistoryBuffer's own public methods.
-        (_history_buffer_method, 'builtins.getattr'),
+        # returns HistoryBuffer's public methods and the functions listed with _FunctionsOf.
+        (_restricted_getattr, 'builtins.getattr'),
+        # MMEngine's OneCycleLR state holds its annealing function, written as
+        # `getattr(OneCycleParamScheduler, '_annealing_cos')`. The class name resolves to a
+        # stand-in that only lends these two functions to getattr (it cannot be called or built).
+        (_FunctionsOf(param_scheduler.OneCycleParamScheduler, '_annealing_cos', '_annealing_linear'),
+         'mmengine.optim.scheduler.param_scheduler.OneCycleParamScheduler'),
         # numpy scalars: `meta`/`message_hub` hold numpy floats and ints (logged values, mmcv 1.x
         # `meta['hook_msgs']['best_score']`, seeds). scalar(dtype, raw bytes) only copies bytes.
         # Files name it after the numpy that wrote them: numpy.core (1.x) or numpy._core (2.x).
@@ -88,16 +94,30 @@ def allowed_types() -> List[Union[Callable, Tuple[Callable, str]]]:
     ]
 
 
-def _history_buffer_method(owner: Any, name: str) -> Callable:
-    """``getattr`` as checkpoint files may use it: only ``HistoryBuffer``'s public methods."""
+class _FunctionsOf:
+    """What a checkpoint gets for the name of ``cls``: only ``getattr(cls, name)`` for ``names``."""
+
+    def __init__(self, cls: type, *names: str):
+        self.cls, self.names = cls, names
+
+    def __repr__(self):
+        return self.cls.__qualname__
+
+
+def _restricted_getattr(owner: Any, name: str) -> Callable:
+    """``getattr`` as checkpoint files may use it: HistoryBuffer's public methods and the functions
+    a :class:`_FunctionsOf` lends; anything else is refused."""
     from mmengine.logging.history_buffer import HistoryBuffer
-    method = vars(HistoryBuffer).get(name) if owner is HistoryBuffer else None
-    if name.startswith('_') or not callable(method):
-        owner_name = getattr(owner, '__qualname__', type(owner).__name__)
-        raise pickle.UnpicklingError(
-            f'Unsupported getattr({owner_name}, {name!r}): checkpoints may only name the '
-            "statistics methods of MMEngine's HistoryBuffer.")
-    return getattr(HistoryBuffer, name)
+    if owner is HistoryBuffer and not name.startswith('_') and callable(
+            vars(HistoryBuffer).get(name)):
+        return getattr(HistoryBuffer, name)
+    if isinstance(owner, _FunctionsOf) and name in owner.names:
+        return getattr(owner.cls, name)
+    owner_name = repr(owner) if isinstance(owner, _FunctionsOf) else getattr(
+        owner, '__qualname__', type(owner).__name__)
+    raise pickle.UnpicklingError(
+        f'Unsupported getattr({owner_name}, {name!r}): checkpoints may only name the statistics '
+        "methods of MMEngine's HistoryBuffer and the annealing functions of its OneCycleLR.")
 
 
 def _trusted_by_env(name: str) -> bool:

@@ -208,11 +208,25 @@ def test_malicious_teacher_url_is_refused(cls_cfg, tmp_path, monkeypatch):
     assert not marker.exists()
 
 
-def test_getattr_is_limited_to_history_buffer_methods(tmp_path):
-    path = tmp_path / 'globals.pth'
-    torch.save({'state_dict': {}, 'meta': {'x': ReachesGlobals()}}, str(path))
-    with pytest.raises(UnsafeCheckpointError, match='__globals__'):
-        _load_checkpoint(str(path), map_location='cpu')
+class ReachesInit:
+    """Unpickling this asks for ``getattr(OneCycleParamScheduler, '__init__')``."""
+
+    def __reduce__(self):
+        from mmengine.optim.scheduler.param_scheduler import OneCycleParamScheduler
+        return getattr, (OneCycleParamScheduler, '__init__')
+
+
+def test_getattr_is_limited_to_the_listed_functions(tmp_path):
+    from mmengine.optim.scheduler.param_scheduler import OneCycleParamScheduler
+    path = str(tmp_path / 'one_cycle.pth')
+    # What MMEngine's OneCycleLR writes into `param_schedulers` (not in the demo runs).
+    torch.save({'param_schedulers': [{'anneal_func': OneCycleParamScheduler._annealing_cos}]}, path)
+    loaded = _load_checkpoint(path, map_location='cpu')
+    assert loaded['param_schedulers'][0]['anneal_func'] is OneCycleParamScheduler._annealing_cos
+    for payload, attribute in ((ReachesGlobals(), '__globals__'), (ReachesInit(), '__init__')):
+        torch.save({'state_dict': {}, 'meta': {'x': payload}}, path)
+        with pytest.raises(UnsafeCheckpointError, match=attribute):
+            _load_checkpoint(path, map_location='cpu')
 
 
 def test_malicious_load_from_and_resume_are_refused_and_env_opt_in_loads(runs, tmp_path,
