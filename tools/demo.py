@@ -46,6 +46,8 @@ METHOD_NAMES = {
     'fitnet': 'student + FitNet',
     'tat': 'student + TaT',
     'tat_dam': 'student + TaT + DAM',
+    'tat_T4': 'student + TaT, T = 4 (not the paper)',
+    'tat_T16': 'student + TaT, T = 16 (not the paper)',
 }
 # RetinaNet's classifier conv runs once per FPN level with sigmoid outputs: softmax KD on one
 # tap does not apply, so the detection demo has no KD run.

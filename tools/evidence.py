@@ -37,6 +37,10 @@ import demo  # noqa: E402  (tools/demo.py: one run = one MMEngine Runner)
 TASKS = ('seg', 'cls', 'det')
 PAIRS = ('r18', 'r50')  # the teacher config of each pair: teacher.py, teacher_r50.py
 METHODS = ('student', 'kd', 'fitnet', 'tat', 'tat_dam')
+# The temperature follow-up (docs/evidence.md, "chosen on val after the main table"): TaT with a
+# softer attention, the config of `tat` plus an override; not part of the default run.
+VARIANTS = {f'tat_T{t}': ('tat', {'model.distill.0.losses.0.temperature': float(t)})
+            for t in (4, 16)}
 # RetinaNet's classifier runs once per FPN level with sigmoid outputs; softmax KD does not apply.
 SKIP = {('det', 'kd')}
 # Two-sided 97.5 % quantiles of Student's t (95 % intervals over n seeds: df = n - 1).
@@ -79,12 +83,14 @@ def run_one(task: str, pair: str, method: str, seed: int, args) -> dict:
     work = osp.join(args.work_dir, task)
     run_dir = (osp.join(work, f'teacher_{pair}') if method == 'teacher' else
                osp.join(work, pair if method != 'student' else 'student', method, f'seed{seed}'))
-    opts = demo.run_options(task, 'teacher' if method == 'teacher' else method, seed,
+    base_method, variant_opts = VARIANTS.get(method, (method, {}))
+    opts = demo.run_options(task, 'teacher' if method == 'teacher' else base_method, seed,
                             args.work_dir, quick=False)
+    opts.update(variant_opts)
     if method == 'teacher':
         cfg_method = osp.splitext(osp.basename(teacher_config(task, pair)))[0]
     else:
-        cfg_method = method
+        cfg_method = base_method
         if method != 'student':
             opts['model.teacher.config'] = teacher_config(task, pair)
             opts['model.teacher.checkpoint'] = osp.join(work, f'teacher_{pair}', 'teacher.pth')
@@ -197,7 +203,7 @@ def summarize(results: str, split: str = 'test') -> str:
                          f'{np.std(vals, ddof=1) if len(vals) > 1 else float("nan"):.2f} | | '
                          f'{", ".join(f"{v:.2f}" for v in vals)} |')
         for pair in PAIRS:
-            for method in METHODS[1:]:
+            for method in METHODS[1:] + tuple(VARIANTS):
                 runs = {r[3]: found[r][split] for r in found
                         if r[0] == task and r[1] == pair and r[2] == method}
                 if not runs:
@@ -214,11 +220,58 @@ def summarize(results: str, split: str = 'test') -> str:
     return '\n'.join(lines)
 
 
+# --------------------------------------------------------------------------- attention analysis
+def attention_stats(args, num_images: int = 32) -> str:
+    """How peaked the trained TaT attention is: for every finished TaT run, the mean over query
+    pixels of the largest softmax weight and of the normalised entropy ``H / log(N)`` (1 =
+    uniform, 0 = one-hot) on the first ``num_images`` val images. Seg: the anchor-point attention
+    of ``HierarchicalTaTLoss`` (pooled maps)."""
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(args.threads)
+    import tat_mm  # noqa: F401
+    from tat_mm.visualization.demo_figures import _features, _preprocess, build_model, val_samples
+    lines = ['| task | teacher | seed | T | N keys | mean max weight (uniform) | mean H / log N |',
+             '|---|---|---|---|---|---|---|']
+    for task in args.tasks:
+        for pair in args.pairs:
+            for seed in args.seeds:
+                run_file = osp.join(args.work_dir, task, pair, 'tat', f'seed{seed}', 'demo_run.json')
+                if not osp.isfile(run_file):
+                    continue
+                with open(run_file) as f:
+                    run = json.load(f)
+                model, cfg = build_model(run)
+                samples, _ = val_samples(cfg, task, list(range(num_images)))
+                with torch.no_grad():
+                    feats = _features(model, _preprocess(model, samples))
+                    pair_mod = model.pairs[0]
+                    loss = pair_mod.losses[0]
+                    s = feats['student'][pair_mod.student_tap].float()
+                    t = feats['teacher'][pair_mod.teacher_tap].float()
+                    q, k = loss.query_embed(s), loss.key_embed(t)
+                    if hasattr(loss, 'pool_size'):  # anchor-point attention on pooled maps
+                        q = F.avg_pool2d(q, loss.pool_size, loss.pool_size, ceil_mode=True)
+                        k = F.avg_pool2d(k, loss.pool_size, loss.pool_size, ceil_mode=True)
+                    q, k = q.flatten(2).transpose(1, 2), k.flatten(2).transpose(1, 2)
+                    if getattr(loss, 'transposed', False):
+                        q, k = k, q
+                    temperature = getattr(loss, 'temperature', 1.0)
+                    attn = torch.softmax(q @ k.transpose(1, 2) / temperature, dim=-1)
+                    n = attn.shape[-1]
+                    entropy = -(attn * attn.clamp_min(1e-30).log()).sum(-1) / np.log(n)
+                lines.append(f'| {task} | {pair} | {seed} | {temperature:g} | {n} | '
+                             f'{attn.max(-1).values.mean():.3f} ({1 / n:.3f}) | '
+                             f'{entropy.mean():.3f} |')
+    return '\n'.join(lines)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--tasks', nargs='+', choices=TASKS, default=list(TASKS))
     parser.add_argument('--pairs', nargs='+', choices=PAIRS, default=list(PAIRS))
-    parser.add_argument('--methods', nargs='*', choices=METHODS, default=list(METHODS),
+    parser.add_argument('--methods', nargs='*', choices=METHODS + tuple(VARIANTS),
+                        default=list(METHODS),
                         help='student runs (default: all; none: only the teachers)')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (default 2)')
@@ -229,6 +282,8 @@ def parse_args(argv=None):
     parser.add_argument('--results', default=osp.join(REPO, 'docs', 'evidence', 'results'),
                         help='one JSON file per finished run (committed)')
     parser.add_argument('--summarize', action='store_true', help='print the tables and exit')
+    parser.add_argument('--attention-stats', action='store_true',
+                        help='how peaked the trained TaT attention of the finished runs is')
     parser.add_argument('--split', default='test', choices=('val', 'test'),
                         help='split of the --summarize tables (default: test)')
     parser.add_argument('--run-one', nargs=4, metavar=('TASK', 'PAIR', 'METHOD', 'SEED'),
@@ -243,6 +298,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.summarize:
         print(summarize(args.results, args.split))
+    elif args.attention_stats:
+        print(attention_stats(args))
     elif args.run_one:
         task, pair, method, seed = args.run_one
         run_one(task, pair, method, int(seed), args)
