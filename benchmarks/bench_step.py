@@ -210,11 +210,81 @@ def dam_option_times(task: str, distiller, data, repeats: int) -> dict:
     return interleaved_medians(fns, repeats)
 
 
+def dafa_terms(distill: list, search_iters: int, task: str) -> list:
+    """``distill`` with every feature loss (not KD) wrapped in ``DAFADistillLoss``."""
+    # det's P6 is 4x5 at 256x320: too small for Cutout (0.2 of the side), which is left out there.
+    operations = None if task != 'det' else [
+        'ShearX', 'ShearY', 'TranslateX', 'TranslateY', 'Rotate', 'Noise', 'ChannelShuffle',
+        'ChannelDrop']
+    out = copy.deepcopy(distill)
+    for entry in out:
+        entry['losses'] = [loss if loss['type'] == 'KDLoss' else dict(
+            type='DAFADistillLoss', feature_loss=loss,
+            search=dict(search_iters=search_iters, operations=operations)) for loss in entry['losses']]
+    return out
+
+
+def bench_dafa(task: str, repeats: int, tmp: str) -> dict:
+    """DAFA's cost: plain distillation step vs. DAFA normal step vs. DAFA search step.
+
+    The task's last variant (the shipped terms) is the plain step; DAFA wraps its feature losses.
+    A search step is the bi-level step (virtual step, un-augmented pass, two finite-difference
+    passes, then the normal step); a normal step samples the policy and augments the teacher.
+    """
+    import importlib
+
+    from mmengine.optim import build_optim_wrapper
+    scope, teacher_path, student_spec, size, variants = TASKS[task]
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    teacher_cfg = offline_model_config(teacher_path, NUM_CLASSES, size)
+    student_cfg = offline_model_config(student_spec, NUM_CLASSES, size)
+    ckpt = save_random_checkpoint(scope, teacher_cfg, f'{tmp}/{task}_teacher.pth')
+    plain_terms = list(variants.values())[-1][1]
+    kinds = {'plain': plain_terms, 'dafa normal': dafa_terms(plain_terms, 0, task),
+             'dafa search': dafa_terms(plain_terms, 10**9, task)}
+    fns = {}
+    batch = fake_batch(task, 2, size, NUM_CLASSES)
+    for name, distill in kinds.items():
+        with DefaultScope.overwrite_default_scope(scope):
+            torch.manual_seed(0)
+            model = registry.build(dict(
+                type=dict(cls='ClsDistiller', seg='SegDistiller', det='DetDistiller')[task],
+                student=student_cfg, teacher=dict(config=teacher_cfg, checkpoint=ckpt),
+                distill=distill)).train()
+            optim_cfg = dict(optimizer=dict(type='SGD', lr=1e-4, momentum=0.9))
+            if name != 'plain':
+                optim_cfg['constructor'] = 'DAFAOptimWrapperConstructor'
+            optim = build_optim_wrapper(model, optim_cfg)
+        fns[name] = lambda m=model, o=optim: m.train_step(batch, o)
+    times = interleaved_medians(fns, repeats)
+    return dict(task=task, size=size, **times)
+
+
+def main_dafa(args) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for task in args.tasks:
+            rows.append(bench_dafa(task, args.repeats, tmp))
+    print(f'\nDAFA, batch 2, CPU, {torch.get_num_threads()} threads, median of {args.repeats}; '
+          f'load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs\n')
+    print('| task | input | distill step (s) | DAFA normal step (s) | ratio | DAFA search step (s) '
+          '| ratio |')
+    print('|---|---|---|---|---|---|---|')
+    for r in rows:
+        print(f"| {r['task']} | {r['size'][0]}x{r['size'][1]} | {r['plain']:.3f} | "
+              f"{r['dafa normal']:.3f} | {r['dafa normal'] / r['plain']:.2f}x | "
+              f"{r['dafa search']:.3f} | {r['dafa search'] / r['plain']:.2f}x |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
+    parser.add_argument('--dafa', action='store_true',
+                        help="only DAFA's cost: normal and search step vs. the distillation step")
     args = parser.parse_args()
+    if args.dafa:
+        return main_dafa(args)
     torch.manual_seed(0)
     results = []
     load_before = os.getloadavg()

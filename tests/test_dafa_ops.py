@@ -173,3 +173,13 @@ def test_map_smaller_than_cutout_is_an_error():
     search(torch.randn(2, 4, 8, 8))  # 1.6 px: fine
     FeatureAugmentSearch(search_iters=1, operations=['Rotate', 'Noise']).train()(
         torch.randn(2, 4, 2, 2))  # no cutout: small maps are fine
+
+
+def test_policy_figure(tmp_path):
+    from tat_mm.visualization.dafa_policy import draw_dafa_policy
+    search = FeatureAugmentSearch(search_iters=1)
+    fig = draw_dafa_policy(search, top_k=4)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 4 and 'p=0.50 m=0.50' in ax.get_yticklabels()[0].get_text()
+    fig.savefig(tmp_path / 'policy.png')
+    assert (tmp_path / 'policy.png').stat().st_size > 0

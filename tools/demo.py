@@ -39,6 +39,8 @@ if REPO not in sys.path:  # `python tools/demo.py` from anywhere, even without `
 
 TASKS = ('cls', 'seg', 'det')
 METHODS = ('student', 'kd', 'fitnet', 'tat', 'tat_dam')
+# Not run by default: TaT + SoKD's DAFA (classification only: configs/demo/cls/tat_dafa.py).
+EXTRA_METHODS = ('tat_dafa',)
 METHOD_NAMES = {
     'teacher': 'teacher',
     'student': 'student alone',
@@ -46,12 +48,13 @@ METHOD_NAMES = {
     'fitnet': 'student + FitNet',
     'tat': 'student + TaT',
     'tat_dam': 'student + TaT + DAM',
+    'tat_dafa': 'student + TaT + DAFA',
     'tat_T4': 'student + TaT, T = 4 (not the paper)',
     'tat_T16': 'student + TaT, T = 16 (not the paper)',
 }
 # RetinaNet's classifier conv runs once per FPN level with sigmoid outputs: softmax KD on one
 # tap does not apply, so the detection demo has no KD run.
-SKIP = {('det', 'kd')}
+SKIP = {('det', 'kd'), ('seg', 'tat_dafa'), ('det', 'tat_dafa')}
 PAIRS = ('r18', 'r50')
 # metric key in the evaluator's output, display name, scale to percent
 METRICS = {
@@ -71,8 +74,10 @@ def parse_args(argv=None):
     parser.add_argument('--tasks', nargs='+', choices=TASKS, default=list(TASKS))
     parser.add_argument('--seeds', nargs='+', type=int, default=[0],
                         help='student seeds (default: 0; the 5-seed protocol is tools/evidence.py)')
-    parser.add_argument('--methods', nargs='+', choices=METHODS, default=list(METHODS),
-                        help='student runs to do (default: all)')
+    parser.add_argument('--methods', nargs='+', choices=METHODS + EXTRA_METHODS,
+                        default=list(METHODS),
+                        help=f'student runs to do (default: {" ".join(METHODS)}; tat_dafa: '
+                        'classification only)')
     parser.add_argument('--pair', choices=PAIRS, default='r18',
                         help='teacher: r18 (same family as the student, 4x wider; default) or r50 '
                         '(deeper, bottleneck blocks). Default work dir: work_dirs/demo[_r50]')
@@ -147,7 +152,7 @@ def run_options(task: str, method: str, seed: int, work_dir: str, quick: bool,
             'train_dataloader.batch_size': 4,
             # no DemoTeacherCheckHook: in quick mode the quick teacher is expected
             'custom_hooks': ([dict(type='DistillVisualizationHook', interval=QUICK_ITERS)]
-                             if method in ('tat', 'tat_dam') else []),
+                             if method in ('tat', 'tat_dam', 'tat_dafa') else []),
             'train_dataloader.dataset.indices': 16,
             'val_dataloader.dataset.indices': 8,
             'test_dataloader.dataset.indices': 8,

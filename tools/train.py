@@ -36,6 +36,10 @@ def parse_args():
         action=DictAction,
         help='override settings in the config, e.g. train_cfg.max_iters=100 (key=value pairs; '
         'lists as key="[a,b]")')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads per process (default: torch\'s choice, one per '
+                        'core). On a CPU machine shared with other jobs, 1 is much faster '
+                        '(measured in docs/demo.md)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher')
     # torch.distributed.launch passes --local-rank / --local_rank; torchrun sets LOCAL_RANK.
@@ -48,6 +52,9 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

@@ -20,6 +20,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope, Registry
 
+from .dafa_step import dafa_train_step, find_dafa_losses
 from .feature_tap import (FeatureTap, TapGroup, TapsComplete, feature_layout_hint,
                           rank_mismatch_message)
 from .preprocessing import build_teacher_preprocessing
@@ -35,6 +36,7 @@ LOSS_SHORT_NAMES = {
     'KDLoss': 'kd',
     'FitNetLoss': 'fitnet',
     'DAMDistillLoss': 'dam',
+    'DAFADistillLoss': 'dafa',
     'ChannelWiseDivergenceLoss': 'cwd',
     'DKDLoss': 'dkd',
     'ATLoss': 'at',
@@ -350,7 +352,6 @@ class BaseDistiller(BaseModel):
         return [dict(entry, student=s, teacher=t, index=i)
                 for s, t, i in zip(entry['student'], entry['teacher'], entry['index'])]
 
-
     @staticmethod
     def _get_tap(taps: dict, model: nn.Module, entry: dict, role: str) -> FeatureTap:
         tokens = split_tokens_option(entry.get('tokens'))[0 if role == 'student' else 1]
@@ -468,6 +469,16 @@ class BaseDistiller(BaseModel):
             data_samples (list): The batch's data samples.
         """
         return {}
+
+    def train_step(self, data, optim_wrapper) -> Dict[str, torch.Tensor]:
+        """MMEngine's train step; with ``DAFADistillLoss`` terms, DAFA's bi-level step.
+
+        See :mod:`tat_mm.distill.dafa_step`: ``optim_wrapper`` is then an ``OptimWrapperDict``
+        with the ``model`` and ``dafa`` optimizers (``DAFAOptimWrapperConstructor``).
+        """
+        if not find_dafa_losses(self):
+            return super().train_step(data, optim_wrapper)
+        return dafa_train_step(self, data, optim_wrapper)
 
     def predict(self, inputs: torch.Tensor, data_samples=None):
         """The student's predictions."""

@@ -198,7 +198,7 @@ def bilevel_search_step(distiller, data: dict, model_ow: OptimWrapper, dafa_ow: 
             mag_grads = _grads(value, magnitudes)
         else:  # the sample applies no operation with a magnitude
             mag_grads = [torch.zeros_like(m) for m in magnitudes]
-        return value.detach().float(), mag_grads
+        return value.detach(), mag_grads
 
     frozen = [p for p in params if p.requires_grad]
     try:

@@ -32,3 +32,6 @@ __all__ += ['ATLoss', 'ChannelWiseDivergenceLoss', 'DKDLoss', 'MGDLoss', 'PKDLos
 from .hierarchical_tat_loss import HierarchicalTaTLoss  # noqa: E402
 
 __all__ += ['HierarchicalTaTLoss']
+from .dafa_distill_loss import DAFADistillLoss  # noqa: E402
+
+__all__ += ['DAFADistillLoss']

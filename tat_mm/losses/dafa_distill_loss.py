@@ -16,6 +16,7 @@ know from ``DAMDistillLoss``, it says exactly which loss sees the augmented teac
 hold several losses, e.g. TaT with DAFA next to a plain KD), and its log keys say so
 (``loss_dafa.<tap>``, or ``loss_dafa_feat`` / ``loss_dafa_dam`` around DAM).
 """
+import contextlib
 import copy
 import inspect
 from typing import Dict, Optional, Sequence, Union
@@ -23,6 +24,8 @@ from typing import Dict, Optional, Sequence, Union
 import torch.nn as nn
 from mmengine.registry import MODELS
 from torch import Tensor
+
+from .feature_loss_utils import teacher_graph_kept
 
 
 @MODELS.register_module()
@@ -96,7 +99,10 @@ class DAFADistillLoss(nn.Module):
             teacher_feat = self.search(teacher_feat)
         extra = dict(weight=weight, gt_boxes=gt_boxes, gt_labels=gt_labels)
         extra = {k: v for k, v in extra.items() if v is not None and k in self._accepted}
-        out = self.feature_loss(student_feat, teacher_feat, **extra)
+        # In the search passes the magnitudes learn through the loss's gradient w.r.t. the teacher.
+        keep = teacher_graph_kept() if self.search.magnitude_grad else contextlib.nullcontext()
+        with keep:
+            out = self.feature_loss(student_feat, teacher_feat, **extra)
         if self.record:
             self.recorded = sum(out.values()) if isinstance(out, dict) else out
         return out

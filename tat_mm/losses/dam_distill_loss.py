@@ -203,7 +203,8 @@ class DAMDistillLoss(nn.Module):
         # with a mask of ones and is multiplied by 0, which keeps every parameter of the feature
         # loss in the graph (DDP without find_unused_parameters); decided on the device, no sync.
         nonempty = mask.sum() > 0
-        loss_feat = self.feature_loss(student_feat, t_in,
+        # The feature loss detaches the teacher itself (except in DAFA's search passes).
+        loss_feat = self.feature_loss(student_feat, teacher_feat,
                                       weight=torch.where(nonempty, mask, torch.ones_like(mask)))
         keep = nonempty.to(mask.dtype)
         if isinstance(loss_feat, dict):

@@ -1,4 +1,5 @@
 """What every feature-distillation loss shares: input checks, fp32 computation and the weighted MSE."""
+import contextlib
 from typing import Dict, Optional, Union
 
 import torch
@@ -10,6 +11,29 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 def to_fp32(x: torch.Tensor) -> torch.Tensor:
     """Cast fp16/bf16 to fp32 and leave fp32/fp64 alone (the float64 tests stay float64)."""
     return x.float() if x.dtype in _LOW_PRECISION else x
+
+
+_KEEP_TEACHER_GRAPH = [False]
+
+
+@contextlib.contextmanager
+def teacher_graph_kept():
+    """Inside: feature losses do not detach the teacher feature.
+
+    Only DAFA's search passes use it: the augmentation's magnitudes learn through the gradient of
+    the feature loss with respect to the (augmented) teacher feature. The teacher network itself
+    is never differentiated (it runs under ``no_grad``).
+    """
+    _KEEP_TEACHER_GRAPH[0] = True
+    try:
+        yield
+    finally:
+        _KEEP_TEACHER_GRAPH[0] = False
+
+
+def detach_teacher(feat: torch.Tensor) -> torch.Tensor:
+    """``feat.detach()``, except inside :func:`teacher_graph_kept`."""
+    return feat if _KEEP_TEACHER_GRAPH[0] else feat.detach()
 
 
 def weighted_mse(pred: torch.Tensor,
@@ -97,7 +121,7 @@ class BaseFeatureLoss(nn.Module):
         """
         self.check_inputs(student_feat, teacher_feat, weight)
         student_feat = to_fp32(student_feat)
-        teacher_feat = to_fp32(teacher_feat.detach())
+        teacher_feat = to_fp32(detach_teacher(teacher_feat))
         if weight is not None:
             weight = weight.detach().to(teacher_feat.dtype)
         with torch.autocast(device_type=student_feat.device.type, enabled=False):

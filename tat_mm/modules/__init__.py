@@ -10,3 +10,8 @@ __all__ = [
     'DAM', 'cells_to_mask', 'centernet_loss', 'centernet_targets', 'decode_boxes', 'extract_areas',
     'gaussian_focal_loss', 'gaussian_radius', 'local_maximum_mask', 'topk_peaks'
 ]
+# SoKD's DAFA: the feature augmentation operations and the learnable policy.
+from .feature_augment_ops import OPERATIONS, apply_operation  # noqa: E402
+from .feature_augment_search import FeatureAugmentSearch  # noqa: E402
+
+__all__ += ['FeatureAugmentSearch', 'OPERATIONS', 'apply_operation']

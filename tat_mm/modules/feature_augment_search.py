@@ -320,6 +320,7 @@ class FeatureAugmentSearch(nn.Module):
 
     def control(self, relaxed: Tensor) -> Tensor:
         """The control variate c(z) (a scalar)."""
+        relaxed = relaxed.to(self.control_variate[0].weight.dtype)
         return self.control_variate(2 * relaxed - 1).squeeze(-1)
 
     def relax_gradients(self, f_value: Tensor) -> Dict[str, Tensor]:
@@ -344,7 +345,7 @@ class FeatureAugmentSearch(nn.Module):
             d_log_prob = torch.autograd.grad(log_prob, params, retain_graph=True)
             d_c_z = torch.autograd.grad(c_z, params, create_graph=True)
             d_c_cond = torch.autograd.grad(c_cond, params, create_graph=True)
-            f_value = f_value.detach().float().reshape(())
+            f_value = f_value.detach().to(self.probabilities.dtype).reshape(())
             grads = [(f_value - c_cond) * dl + dz - dc
                      for dl, dz, dc in zip(d_log_prob, d_c_z, d_c_cond)]
             variance = torch.cat([g.flatten() for g in grads]).pow(2).mean()

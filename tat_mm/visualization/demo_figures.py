@@ -165,8 +165,10 @@ def tat_attention_row(loss, student_feat, teacher_feat, y: int, x: int) -> np.nd
 def _first_loss(distiller, type_names):
     for pair in distiller.pairs:
         for loss in pair.losses:
-            if type(loss).__name__ in type_names:
-                return pair, loss
+            while loss is not None:  # look inside wrappers (DAFADistillLoss, DAMDistillLoss)
+                if type(loss).__name__ in type_names:
+                    return pair, loss
+                loss = getattr(loss, 'feature_loss', None)
     return None, None
 
 

@@ -20,8 +20,8 @@ def figure_to_array(fig) -> np.ndarray:
 
 @HOOKS.register_module()
 class DistillVisualizationHook(Hook):
-    """Every ``interval`` iterations, draw the TaT attention of fixed validation pixels and the
-    areas DAM picks, and hand both images to the runner's visualizer.
+    """Every ``interval`` iterations, draw the TaT attention of fixed validation pixels, the
+    areas DAM picks and DAFA's learnt policy, and hand the images to the runner's visualizer.
 
     The images go through ``runner.visualizer.add_image``, so every MMEngine backend shows them
     during training: ``LocalVisBackend`` writes PNGs under ``<work_dir>/<timestamp>/vis_data/
@@ -42,12 +42,14 @@ class DistillVisualizationHook(Hook):
         num_images (int): Validation images per figure. Defaults to 2.
         draw_attention (bool): Draw the TaT attention. Defaults to True.
         draw_dam (bool): Draw DAM's areas. Defaults to True.
+        draw_dafa (bool): Draw the policy of every ``DAFADistillLoss`` (its top sub-policies,
+            ``dafa_policy_<i>``). Defaults to True.
     """
 
     priority = 'LOW'
 
     def __init__(self, interval: int = 100, num_images: int = 2, draw_attention: bool = True,
-                 draw_dam: bool = True):
+                 draw_dam: bool = True, draw_dafa: bool = True):
         if interval < 1 or num_images < 1:
             raise ValueError('DistillVisualizationHook: interval and num_images must be >= 1, got '
                              f'{interval}, {num_images}')
@@ -55,6 +57,7 @@ class DistillVisualizationHook(Hook):
         self.num_images = num_images
         self.draw_attention = draw_attention
         self.draw_dam = draw_dam
+        self.draw_dafa = draw_dafa
         self._samples = None
         self._images = None
 
@@ -95,5 +98,16 @@ class DistillVisualizationHook(Hook):
                 fig = draw(model, task, samples, images)
                 if fig is not None:
                     runner.visualizer.add_image(name, figure_to_array(fig), step=runner.iter + 1)
+            if self.draw_dafa:
+                self._draw_policies(runner, model)
         finally:
             model.train(was_training)
+
+    @staticmethod
+    def _draw_policies(runner, model) -> None:
+        from ..distill.dafa_step import find_dafa_losses
+        from .dafa_policy import draw_dafa_policy
+        for i, loss in enumerate(find_dafa_losses(model)):
+            fig = draw_dafa_policy(loss.search)
+            runner.visualizer.add_image(f'dafa_policy_{i}', figure_to_array(fig),
+                                        step=runner.iter + 1)

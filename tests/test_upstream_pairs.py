@@ -1,0 +1,108 @@
+"""Upstream model pairs the rest of the suite does not use, each trained one real step.
+
+Student and teacher are the OpenMMLab libraries' own configs (made offline: no downloads, BN for
+SyncBN, a random teacher checkpoint), on tiny fake batches. Pairs of issue 12 covered elsewhere:
+ATSS <- FCOS-caffe (tests/test_teacher_preprocessing.py), DeiT-tiny <- ViT-B
+(tests/test_token_taps.py, the shipped config), DeepLabV3+ MobileNetV2 (tests/test_configs.py).
+"""
+import importlib
+
+import pytest
+import torch
+from mmengine.optim import OptimWrapper
+from mmengine.registry import DefaultScope
+
+import tat_mm  # noqa: F401
+from tat_mm.testing import fake_batch, offline_model_config, save_random_checkpoint
+
+NUM_CLASSES = 5
+
+
+def fitnet(s_channels, t_channels):
+    return [dict(type='FitNetLoss', student_channels=s_channels, teacher_channels=t_channels)]
+
+
+# id: (scope, task, student config, student overrides, teacher config, distill entries, (H, W))
+PAIRS = {
+    'segformer-b0<-b1': (
+        'mmseg', 'seg', 'mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py', None,
+        'mmseg::segformer/segformer_mit-b1_8xb2-160k_ade20k-512x512.py',
+        [dict(student='decode_head.fusion_conv', teacher='decode_head.fusion_conv',
+              losses=[dict(type='TaTLoss', student_channels=256, teacher_channels=256)])],
+        (64, 64)),
+    'pspnet-r18<-r50': (
+        'mmseg', 'seg', 'mmseg::pspnet/pspnet_r18-d8_4xb2-80k_cityscapes-512x1024.py', None,
+        'mmseg::pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py',
+        # mmseg's PSPNet-R18 config narrows the head to 128 channels; R50's is 512.
+        [dict(student='decode_head.bottleneck', teacher='decode_head.bottleneck',
+              losses=fitnet(128, 512)),
+         dict(student='decode_head.conv_seg', teacher='decode_head.conv_seg',
+              losses=[dict(type='KDLoss', temperature=2.0)])],
+        (64, 64)),
+    'hrnet-18s<-18': (
+        'mmseg', 'seg', 'mmseg::hrnet/fcn_hr18s_4xb2-40k_cityscapes-512x1024.py', None,
+        'mmseg::hrnet/fcn_hr18_4xb2-40k_cityscapes-512x1024.py',
+        [dict(student='backbone', teacher='backbone', index=0, losses=fitnet(18, 18)),
+         dict(student='backbone', teacher='backbone', index=3, losses=fitnet(144, 144))],
+        (64, 64)),
+    'mobilenetv2<-r50': (
+        'mmpretrain', 'cls', 'mmpretrain::mobilenet_v2/mobilenet-v2_8xb32_in1k.py', None,
+        'mmpretrain::resnet/resnet50_8xb32_in1k.py',
+        [dict(student='backbone.conv2', teacher='backbone.layer4',
+              losses=[dict(type='TaTLoss', student_channels=1280, teacher_channels=2048)]),
+         dict(student='head.fc', teacher='head.fc', losses=[dict(type='KDLoss')])],
+        (64, 64)),
+    'r18<-convnext-t': (
+        'mmpretrain', 'cls', 'mmpretrain::resnet/resnet18_8xb32_in1k.py', None,
+        'mmpretrain::convnext/convnext-tiny_32xb128_in1k.py',
+        [dict(student='backbone.layer4', teacher='backbone.stages.3',
+              losses=[dict(type='TaTLoss', student_channels=512, teacher_channels=768)])],
+        (64, 64)),
+    'mask-rcnn-r18<-r50': (
+        'mmdet', 'det', 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+        dict(backbone=dict(depth=18), neck=dict(in_channels=[64, 128, 256, 512])),
+        'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+        [dict(student='neck', teacher='neck', index=[0, 1], losses=fitnet(256, 256))],
+        (64, 96)),
+    'yolox-tiny<-s': (
+        'mmdet', 'det', 'mmdet::yolox/yolox_tiny_8xb8-300e_coco.py', None,
+        'mmdet::yolox/yolox_s_8xb8-300e_coco.py',
+        [dict(student='neck', teacher='neck', index=[0, 1, 2], losses=fitnet(96, 128))],
+        (64, 96)),
+}
+
+
+def model_config(config: str, scope: str, size, overrides=None) -> dict:
+    cfg = offline_model_config(config, NUM_CLASSES, size)
+    if overrides:
+        cfg.merge(overrides)
+    preprocessor = cfg.get('data_preprocessor') or {}
+    preprocessor.pop('batch_augments', None)  # YOLOX's multi-scale resizing: not on 64x96 batches
+    return cfg
+
+
+@pytest.mark.parametrize('pair', sorted(PAIRS))
+def test_upstream_pair_trains_a_step(pair, tmp_path):
+    scope, task, student, overrides, teacher, distill, size = PAIRS[pair]
+    student_cfg = model_config(student, scope, size, overrides)
+    teacher_cfg = model_config(teacher, scope, size)
+    if task == 'det':  # mask heads need gt masks; the pairs distil the neck
+        for cfg in (student_cfg, teacher_cfg):
+            cfg.get('roi_head', {}).pop('mask_head', None)
+            cfg.get('roi_head', {}).pop('mask_roi_extractor', None)
+    distiller = dict(
+        type={'seg': 'SegDistiller', 'cls': 'ClsDistiller', 'det': 'DetDistiller'}[task],
+        student=student_cfg,
+        teacher=dict(config=teacher_cfg, checkpoint=save_random_checkpoint(
+            scope, teacher_cfg, tmp_path / 'teacher.pth')),
+        distill=distill)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = importlib.import_module(f'{scope}.registry').MODELS.build(distiller)
+    model.train()
+    torch.manual_seed(0)
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    log_vars = model.train_step(fake_batch(task, 2, size, NUM_CLASSES), optim_wrapper)
+    distill_keys = [k for k in log_vars if k.startswith('loss_') and '.' in k]
+    assert len(distill_keys) == len(model.pairs), sorted(log_vars)
+    for key, value in log_vars.items():
+        assert torch.isfinite(torch.as_tensor(value)).all(), f'{pair}: {key} = {value}'
