@@ -218,9 +218,11 @@ def dafa_terms(distill: list, search_iters: int, task: str) -> list:
         'ChannelDrop']
     out = copy.deepcopy(distill)
     for entry in out:
+        # several wrapped losses on one tap need distinct log names (dafa, dafa1, ...)
         entry['losses'] = [loss if loss['type'] == 'KDLoss' else dict(
-            type='DAFADistillLoss', feature_loss=loss,
-            search=dict(search_iters=search_iters, operations=operations)) for loss in entry['losses']]
+            type='DAFADistillLoss', feature_loss=loss, name='dafa' + (str(i) if i else ''),
+            search=dict(search_iters=search_iters, operations=operations))
+            for i, loss in enumerate(entry['losses'])]
     return out
 
 
