@@ -235,8 +235,9 @@ def attention_stats(args, num_images: int = 32) -> str:
              '|---|---|---|---|---|---|---|']
     for task in args.tasks:
         for pair in args.pairs:
-            for seed in args.seeds:
-                run_file = osp.join(args.work_dir, task, pair, 'tat', f'seed{seed}', 'demo_run.json')
+            for method, seed in [(m, k) for m in ('tat',) + tuple(VARIANTS) for k in args.seeds]:
+                run_file = osp.join(args.work_dir, task, pair, method, f'seed{seed}',
+                                    'demo_run.json')
                 if not osp.isfile(run_file):
                     continue
                 with open(run_file) as f:
