@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS
 
 from distill_cases import NUM_CLASSES, SEG_STUDENT, SIZES, cls_distiller, seg_distiller
@@ -18,6 +19,13 @@ from tat_mm.distill.tap_inspection import (build_config_models, check_distill_ta
 from tat_mm.testing import offline_model_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def mmseg_scope():
+    """mmseg's MODELS builds in the current default scope: pin it (earlier tests leave mmdet's)."""
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        yield
 
 
 @pytest.fixture(scope='module')
