@@ -117,6 +117,16 @@ def run_one(task: str, pair: str, method: str, seed: int, args) -> dict:
 # --------------------------------------------------------------------------- scheduler (parent)
 def schedule(args) -> None:
     todo = [r for r in run_list(args) if not osp.exists(result_path(args.results, *r))]
+    # A teacher's record is committed, its checkpoint is not (work dirs are ignored). Retraining it
+    # silently would change the teacher in the middle of the protocol: refuse those runs instead.
+    for task, pair in sorted({(r[0], r[1]) for r in todo if r[2] not in ('teacher', 'student')}):
+        ckpt = osp.join(args.work_dir, task, f'teacher_{pair}', 'teacher.pth')
+        if osp.exists(result_path(args.results, task, pair, 'teacher', 0)) and not osp.isfile(ckpt):
+            print(f'[evidence] SKIPPED {task}/{pair}: the teacher record exists but its checkpoint '
+                  f'{ckpt} does not. Copy the checkpoint there (e.g. --work-dir of the machine that '
+                  'trained it), or delete the record and every committed result of this pair to '
+                  'restart the pair with a new teacher.', flush=True)
+            todo = [r for r in todo if not (r[0] == task and r[1] == pair)]
     done_before = len(run_list(args)) - len(todo)
     print(f'[evidence] {len(todo)} runs to do, {done_before} already done; '
           f'{args.jobs} at a time, {args.threads} thread(s) each', flush=True)
