@@ -6,8 +6,12 @@ For each task it times, on the same batch and interleaved (so load changes hit a
   * one distillation train step (teacher forward + student step + distillation terms) for each
     variant of the task's distillation terms (before / after this change, side by side);
 and prints the distillation terms' own cost (losses, embeddings, DAM), i.e.
-``distill step - student step - teacher forward``, as a fraction of the student step, next to its
-target. Then each loss alone, and DAM's head options on the real tapped features.
+``distill step - student step - teacher forward`` (taken within each round, then the median over
+rounds), as a fraction of the student step, next to its target; each loss alone (forward + backward
+on the real tapped features: the steadier timing); and the losses' FLOPs as a fraction of the
+student step's (torch's FlopCounterMode: the arithmetic share, which no load changes; a target
+below it cannot be met by a faster implementation of the same method). Then each loss alone per
+term, and DAM's head options on the real tapped features.
 
     .venv/bin/python benchmarks/bench_step.py [--repeats 5] [--tasks cls seg det]
 
@@ -45,19 +49,27 @@ SEG_CH = dict(student_channels=128, teacher_channels=512)
 SEG_AP = dict(type='AnchorPointTaTLoss', pool_size=4, loss_weight=0.05, **SEG_CH)
 
 
-def det_terms(dam: dict) -> list:
-    """Faster R-CNN _tat_dam: DAM around patch-group TaT on P2-P3 (+ global anchor-point), around
-    full TaT on P4-P6."""
+def det_terms(dam: dict, hierarchical: bool = True) -> list:
+    """Faster R-CNN _tat_dam: DAM around patch-group + anchor-point TaT on P2-P3, around full TaT on
+    P4-P6. ``hierarchical``: one ``HierarchicalTaTLoss`` (shared embeddings, both terms masked) per
+    level, as shipped; otherwise the form before it (DAM around a PatchGroupTaTLoss, next to an
+    unmasked AnchorPointTaTLoss with its own embeddings)."""
     channels = dict(student_channels=256, teacher_channels=256)
-    return [
-        dict(student='neck', teacher='neck', index=[0, 1], losses=[
-            dict(type='DAMDistillLoss', **channels,
-                 feature_loss=dict(type='PatchGroupTaTLoss', patch_size=8, group_size=4),
-                 dam=dict(num_classes=NUM_CLASSES, **dam), **DAM),
-            dict(type='AnchorPointTaTLoss', **channels, pool_size=4, loss_weight=0.5)]),
+    dam_cfg = dict(dam=dict(num_classes=NUM_CLASSES, **dam), **DAM)
+    low_levels = []
+    for level, pool_size in ((0, 8), (1, 4)):
+        if hierarchical:
+            losses = [dict(type='DAMDistillLoss', **channels, **dam_cfg, feature_loss=dict(
+                type='HierarchicalTaTLoss', patch_size=8, group_size=4, pool_size=pool_size,
+                patch_weight=1.0, anchor_weight=0.5))]
+        else:
+            losses = [dict(type='DAMDistillLoss', **channels, **dam_cfg,
+                           feature_loss=dict(type='PatchGroupTaTLoss', patch_size=8, group_size=4)),
+                      dict(type='AnchorPointTaTLoss', **channels, pool_size=pool_size, loss_weight=0.5)]
+        low_levels.append(dict(student='neck', teacher='neck', index=level, losses=losses))
+    return low_levels + [
         dict(student='neck', teacher='neck', index=[2, 3, 4], losses=[
-            dict(type='DAMDistillLoss', **channels, feature_loss=dict(type='TaTLoss'),
-                 dam=dict(num_classes=NUM_CLASSES, **dam), **DAM)]),
+            dict(type='DAMDistillLoss', **channels, feature_loss=dict(type='TaTLoss'), **dam_cfg)]),
     ]
 
 
@@ -91,8 +103,9 @@ TASKS = {
             }),
     'det': ('mmdet', 'mmdet::faster_rcnn/faster-rcnn_r101_fpn_1x_coco.py',
             'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', (256, 320), {
-                'tat_dam, before: exact DAM': (None, det_terms(EXACT_DAM)),
-                'tat_dam: default DAM': (0.15, det_terms({})),
+                'tat_dam, before: exact DAM, PG + AP losses': (None, det_terms(EXACT_DAM, False)),
+                'tat_dam, before: default DAM, PG + AP losses': (None, det_terms({}, False)),
+                'tat_dam: default DAM around hierarchical on P2-P3': (0.15, det_terms({})),
             }),
 }
 
@@ -116,8 +129,8 @@ DAM_OPTION_TAPS = {  # task: (student tap, DAMDistillLoss config without dam)
 }
 
 
-def interleaved_medians(fns: dict, repeats: int) -> dict:
-    """Median time of each function, timed in interleaved rounds so load changes hit all alike."""
+def interleaved_times(fns: dict, repeats: int) -> dict:
+    """Times of each function in ``repeats`` interleaved rounds, so load changes hit all alike."""
     for fn in fns.values():
         fn()  # warm-up (allocator, lazy inits)
     times = {name: [] for name in fns}
@@ -126,7 +139,12 @@ def interleaved_medians(fns: dict, repeats: int) -> dict:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median time of each function over interleaved rounds."""
+    return {name: statistics.median(values) for name, values in interleaved_times(fns, repeats).items()}
 
 
 def bench_task(task: str, repeats: int, tmp: str) -> dict:
@@ -156,14 +174,19 @@ def bench_task(task: str, repeats: int, tmp: str) -> dict:
     for name, distiller in distillers.items():
         optim = OptimWrapper(torch.optim.SGD(distiller.parameters(), lr=1e-4))
         fns[name] = lambda d=distiller, o=optim: d.train_step(batch, o)
-    times = interleaved_medians(fns, repeats)
+    rounds = interleaved_times(fns, repeats)
+    times = {name: statistics.median(values) for name, values in rounds.items()}
     t_student, t_teacher = times['student'], times['teacher']
+    student_flops = count_flops(fns['student'])
     rows = []
     for name, (target, _) in variants.items():
-        overhead = times[name] - t_student - t_teacher
+        # the difference is taken within each round (same load for all three), then the median
+        overhead = statistics.median(d - s - t for d, s, t in zip(
+            rounds[name], rounds['student'], rounds['teacher']))
+        per_loss, per_loss_flops = per_loss_times(distillers[name], data, repeats)
         rows.append(dict(variant=name, target=target, distill=times[name], overhead=overhead,
-                         ratio=overhead / t_student,
-                         per_loss=per_loss_times(distillers[name], data, repeats)))
+                         ratio=overhead / t_student, per_loss=per_loss,
+                         flop_share=sum(per_loss_flops.values()) / student_flops))
     dam_options = dam_option_times(task, first, data, repeats) if task in DAM_OPTION_TAPS else {}
     return dict(task=task, size=size, student=t_student, teacher=t_teacher, variants=rows,
                 dam_options=dam_options)
@@ -186,15 +209,24 @@ def time_loss(loss, s_feat, t_feat):
     return run
 
 
-def per_loss_times(distiller, data, repeats: int) -> dict:
-    """Forward+backward time of each configured loss alone, on the real tapped features."""
+def count_flops(fn) -> int:
+    """Floating-point operations torch counts for one call of ``fn`` (matmuls and convolutions,
+    forward and backward): the arithmetic share, which no machine load changes."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def per_loss_times(distiller, data, repeats: int) -> tuple:
+    """Forward+backward time and FLOPs of each configured loss alone, on the real tapped features."""
     s_feats, t_feats = tap_features(distiller, data)
     fns = {}
     for pair in distiller.pairs:
         for name, loss in zip(pair.loss_names, pair.losses):
             fns[f'{name}.{pair.student_tap}'] = time_loss(loss, s_feats[pair.student_tap],
                                                            t_feats[pair.student_tap])
-    return interleaved_medians(fns, repeats)
+    return interleaved_medians(fns, repeats), {name: count_flops(fn) for name, fn in fns.items()}
 
 
 def dam_option_times(task: str, distiller, data, repeats: int) -> dict:
@@ -300,15 +332,17 @@ def main():
           f', after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} '
           f'on {os.cpu_count()} CPUs\n')
     print('| task | input | terms | student step (s) | teacher fwd (s) | distill step (s) | '
-          'distill terms (s) | terms / student step | target |')
-    print('|---|---|---|---|---|---|---|---|---|')
+          'distill terms (s) | terms / student step | losses alone / student step | '
+          'losses\' FLOPs / student step\'s | target |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for r in results:
         for v in r['variants']:
             target = '' if v['target'] is None else (
                 f"<= {100 * v['target']:.0f}% " + ('met' if v['ratio'] <= v['target'] else 'MISSED'))
             print(f"| {r['task']} | {r['size'][0]}x{r['size'][1]} | {v['variant']} | {r['student']:.3f} | "
                   f"{r['teacher']:.3f} | {v['distill']:.3f} | {v['overhead']:.3f} | "
-                  f"{100 * v['ratio']:.1f}% | {target} |")
+                  f"{100 * v['ratio']:.1f}% | {100 * sum(v['per_loss'].values()) / r['student']:.1f}% | "
+                  f"{100 * v['flop_share']:.1f}% | {target} |")
     print('\nEach loss alone (forward + backward on the tapped features), as % of the student step:\n')
     print('| task | terms | loss | time (s) | % of student step |')
     print('|---|---|---|---|---|')

@@ -33,6 +33,22 @@ TRAIN_STEP = {
     'seg/deeplabv3plus_r101_to_r18_voc_tat.py': (64, 64),
     'cls/resnet34_to_resnet18_in1k_tat.py': (64, 64),
     'det/faster-rcnn_r101_to_r50_fpn_1x_coco_tat.py': (64, 96),
+    # DAM (ground-truth supervised) around HierarchicalTaTLoss on P2-P3, around TaT on P4-P6
+    'det/faster-rcnn_r101_to_r50_fpn_1x_coco_tat_dam.py': (64, 96),
+}
+# The distillation terms each of them must log.
+EXPECTED_KEYS = {
+    'seg/deeplabv3plus_r101_to_r18_voc_tat.py': {
+        'loss_tat_pg.decode_head.sep_bottleneck', 'loss_tat_ap.decode_head.sep_bottleneck'},
+    'cls/resnet34_to_resnet18_in1k_tat.py': {'loss_tat.backbone.layer4'},
+    'det/faster-rcnn_r101_to_r50_fpn_1x_coco_tat.py': {
+        'loss_tat_pg.neck.0', 'loss_tat_ap.neck.0', 'loss_tat_pg.neck.1', 'loss_tat_ap.neck.1',
+        'loss_tat.neck.2', 'loss_tat.neck.3', 'loss_tat.neck.4'},
+    'det/faster-rcnn_r101_to_r50_fpn_1x_coco_tat_dam.py': {
+        *(f'{key}.neck.{level}' for level in (0, 1) for key in (
+            'loss_dam_feat_tat_pg', 'loss_dam_feat_tat_ap', 'loss_dam', 'loss_dam_gt')),
+        *(f'{key}.neck.{level}' for level in (2, 3, 4) for key in (
+            'loss_dam_feat', 'loss_dam', 'loss_dam_gt'))},
 }
 
 
@@ -201,12 +217,7 @@ def test_one_train_step(name, teacher_checkpoints):
     assert distill_keys, f'{name}: no distillation term in {sorted(log_vars)}'
     for key, value in log_vars.items():
         assert torch.isfinite(torch.as_tensor(value)).all(), f'{name}: {key} = {value}'
-    expected = {
-        'seg': {'loss_tat_pg.decode_head.sep_bottleneck', 'loss_tat_ap.decode_head.sep_bottleneck'},
-        'cls': {'loss_tat.backbone.layer4'},
-        'det': {'loss_tat_pg.neck.0', 'loss_tat_ap.neck.0', 'loss_tat_pg.neck.1',
-                'loss_tat_ap.neck.1', 'loss_tat.neck.2', 'loss_tat.neck.3', 'loss_tat.neck.4'},
-    }[task]
+    expected = EXPECTED_KEYS[name]
     assert expected <= set(log_vars), f'{name}: {sorted(log_vars)}'
 
 

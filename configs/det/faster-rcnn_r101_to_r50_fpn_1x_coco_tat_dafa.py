@@ -2,7 +2,7 @@
 # faster-rcnn_r101_to_r50_fpn_1x_coco_tat.py, with the full-TaT losses of P4-P6 fed the teacher
 # feature augmented by DAFA's learnt policies (one per level; SoKD reports gains with Faster R-CNN
 # FPN on COCO). Search during the first 7,330 iterations (one epoch at 16 images per batch; ours,
-# untuned); P2/P3 keep their plain patch-group / anchor-point TaT. Ours: not measured.
+# untuned); P2/P3 keep their plain hierarchical (patch-group + anchor-point) TaT. Ours: not measured.
 #   python tools/train.py configs/det/faster-rcnn_r101_to_r50_fpn_1x_coco_tat_dafa.py
 #   bash tools/dist_train.sh configs/det/faster-rcnn_r101_to_r50_fpn_1x_coco_tat_dafa.py 8
 _base_ = './faster-rcnn_r101_to_r50_fpn_1x_coco_tat.py'
@@ -10,17 +10,15 @@ _base_ = './faster-rcnn_r101_to_r50_fpn_1x_coco_tat.py'
 model = dict(distill=[
     dict(student='neck', teacher='neck', index=0,
          losses=[
-             dict(type='PatchGroupTaTLoss', student_channels=256, teacher_channels=256,
-                  patch_size=8, group_size=4, loss_weight=1.0),
-             dict(type='AnchorPointTaTLoss', student_channels=256, teacher_channels=256,
-                  pool_size=8, loss_weight=0.5),
+             dict(type='HierarchicalTaTLoss', student_channels=256, teacher_channels=256,
+                  patch_size=8, group_size=4, pool_size=8, patch_weight=1.0,
+                  anchor_weight=0.5),
          ]),
     dict(student='neck', teacher='neck', index=1,
          losses=[
-             dict(type='PatchGroupTaTLoss', student_channels=256, teacher_channels=256,
-                  patch_size=8, group_size=4, loss_weight=1.0),
-             dict(type='AnchorPointTaTLoss', student_channels=256, teacher_channels=256,
-                  pool_size=4, loss_weight=0.5),
+             dict(type='HierarchicalTaTLoss', student_channels=256, teacher_channels=256,
+                  patch_size=8, group_size=4, pool_size=4, patch_weight=1.0,
+                  anchor_weight=0.5),
          ]),
     dict(student='neck', teacher='neck', index=[2, 3, 4],
          losses=[

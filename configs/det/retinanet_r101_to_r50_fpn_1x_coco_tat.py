@@ -2,7 +2,8 @@
 # has no detection results).
 # Paper: none. Ours: not measured. Student alone: 36.5 box AP (mmdet zoo).
 # TaT on the five FPN levels (P3-P7): patch-group + anchor-point TaT on the two large
-# levels, full TaT on the three small ones. Loss weights are ours and untuned.
+# levels, as the authors' segmentation loss (HierarchicalTaTLoss: one shared gamma / theta / phi
+# for both terms), full TaT on the three small ones. Loss weights are ours and untuned.
 # Student and schedule: retinanet_r50_fpn_1x_coco_student.py (this file inherits it).
 #   python tools/train.py configs/det/retinanet_r101_to_r50_fpn_1x_coco_tat.py
 #   bash tools/dist_train.sh configs/det/retinanet_r101_to_r50_fpn_1x_coco_tat.py 8
@@ -21,23 +22,21 @@ model = dict(
         'retinanet_r101_fpn_2x_coco/'
         'retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth'),
     distill=[
-        # level 0 (P3, 100x168 at 1333x800): patch-group TaT (8x8 patches, groups of 4) +
-        # anchor-point TaT (4x4 pooling)
+        # level 0 (P3, 100x168 at 1333x800): hierarchical TaT: patch-group (8x8 patches, groups
+        # of 4) + anchor-point (4x4 pooling)
         dict(student='neck', teacher='neck', index=0,
              losses=[
-                 dict(type='PatchGroupTaTLoss', student_channels=256, teacher_channels=256,
-                      patch_size=8, group_size=4, loss_weight=1.0),
-                 dict(type='AnchorPointTaTLoss', student_channels=256, teacher_channels=256,
-                      pool_size=4, loss_weight=0.5),
+                 dict(type='HierarchicalTaTLoss', student_channels=256, teacher_channels=256,
+                      patch_size=8, group_size=4, pool_size=4, patch_weight=1.0,
+                      anchor_weight=0.5),
              ]),
-        # level 1 (P4, 50x84 at 1333x800): patch-group TaT (8x8 patches, groups of 4) +
-        # anchor-point TaT (2x2 pooling)
+        # level 1 (P4, 50x84 at 1333x800): hierarchical TaT: patch-group (8x8 patches, groups
+        # of 4) + anchor-point (2x2 pooling)
         dict(student='neck', teacher='neck', index=1,
              losses=[
-                 dict(type='PatchGroupTaTLoss', student_channels=256, teacher_channels=256,
-                      patch_size=8, group_size=4, loss_weight=1.0),
-                 dict(type='AnchorPointTaTLoss', student_channels=256, teacher_channels=256,
-                      pool_size=2, loss_weight=0.5),
+                 dict(type='HierarchicalTaTLoss', student_channels=256, teacher_channels=256,
+                      patch_size=8, group_size=4, pool_size=2, patch_weight=1.0,
+                      anchor_weight=0.5),
              ]),
         # levels [2, 3, 4] (P5-P7): full TaT (Eq. 7; conv3x3 gamma / phi, identity theta)
         dict(student='neck', teacher='neck', index=[2, 3, 4],

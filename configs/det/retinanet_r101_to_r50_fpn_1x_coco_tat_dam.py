@@ -1,8 +1,9 @@
 # TaT + DAM: RetinaNet R101-FPN -> R50-FPN on COCO, 1x schedule (tat_mm; the TaT paper
 # has no detection results).
 # Paper: none. Ours: not measured. Student alone: 36.5 box AP (mmdet zoo).
-# The TaT of ..._tat.py with SoKD's DAM on every level: the patch-group / full TaT term is
-# confined to the distinctive areas, the anchor-point term stays global. DAM's heatmap is
+# The TaT of ..._tat.py with SoKD's DAM on every level: every TaT term (patch-group and
+# anchor-point, the latter with the pooled mask, as in the seg _tat_dam configs) is
+# confined to the distinctive areas. DAM's heatmap is
 # also trained on the ground-truth boxes (80 COCO classes, CenterNet-style). Untuned.
 # Student and schedule: retinanet_r50_fpn_1x_coco_student.py (this file inherits it).
 #   python tools/train.py configs/det/retinanet_r101_to_r50_fpn_1x_coco_tat_dam.py
@@ -29,27 +30,25 @@ model = dict(
         'retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth'),
     dam_gt_supervision=True,
     distill=[
-        # level 0 (P3, 100x168 at 1333x800): patch-group TaT (8x8 patches, groups of 4) +
-        # anchor-point TaT (4x4 pooling)
+        # level 0 (P3, 100x168 at 1333x800): hierarchical TaT: patch-group (8x8 patches, groups
+        # of 4) + anchor-point (4x4 pooling)
         dict(student='neck', teacher='neck', index=0,
              losses=[
                  dict(type='DAMDistillLoss', student_channels=256, teacher_channels=256,
-                      feature_loss=dict(type='PatchGroupTaTLoss', patch_size=8, group_size=4,
-                                        loss_weight=1.0),
+                      feature_loss=dict(type='HierarchicalTaTLoss', patch_size=8, group_size=4,
+                                        pool_size=4, patch_weight=1.0,
+                                        anchor_weight=0.5),
                       **dam),
-                 dict(type='AnchorPointTaTLoss', student_channels=256, teacher_channels=256,
-                      pool_size=4, loss_weight=0.5),
              ]),
-        # level 1 (P4, 50x84 at 1333x800): patch-group TaT (8x8 patches, groups of 4) +
-        # anchor-point TaT (2x2 pooling)
+        # level 1 (P4, 50x84 at 1333x800): hierarchical TaT: patch-group (8x8 patches, groups
+        # of 4) + anchor-point (2x2 pooling)
         dict(student='neck', teacher='neck', index=1,
              losses=[
                  dict(type='DAMDistillLoss', student_channels=256, teacher_channels=256,
-                      feature_loss=dict(type='PatchGroupTaTLoss', patch_size=8, group_size=4,
-                                        loss_weight=1.0),
+                      feature_loss=dict(type='HierarchicalTaTLoss', patch_size=8, group_size=4,
+                                        pool_size=2, patch_weight=1.0,
+                                        anchor_weight=0.5),
                       **dam),
-                 dict(type='AnchorPointTaTLoss', student_channels=256, teacher_channels=256,
-                      pool_size=2, loss_weight=0.5),
              ]),
         # levels [2, 3, 4] (P5-P7): full TaT (Eq. 7; conv3x3 gamma / phi, identity theta)
         dict(student='neck', teacher='neck', index=[2, 3, 4],
