@@ -8,9 +8,10 @@ import torch
 DT = torch.float64
 
 
-def naive_softmax_attention(q, k, v, key_valid=None):
-    """q (Nq, E), k (Nk, E), v (Nk, Ev): explicit logits, exp and row sums."""
-    logits = q @ k.T
+def naive_softmax_attention(q, k, v, key_valid=None, temperature=1.0):
+    """q (Nq, E), k (Nk, E), v (Nk, Ev): explicit logits (divided by the temperature), exp and row
+    sums."""
+    logits = q @ k.T / temperature
     if key_valid is not None:
         logits = logits.masked_fill(~key_valid[None, :], -math.inf)
     logits = logits - logits.max(dim=1, keepdim=True).values
@@ -24,23 +25,24 @@ def pixels(x):
     return torch.stack([x[:, i, j] for i in range(h) for j in range(w)])
 
 
-def ref_tat_maps(q_all, k_all, v_all, target, weight=None, transposed=False):
+def ref_tat_maps(q_all, k_all, v_all, target, weight=None, transposed=False, temperature=1.0):
     """Eq. 7 per image on (B, C, H, W) maps: explicit matrix, loop over images, weighted MSE
     sum(w d^2) / (C sum(w))."""
     num, den = 0.0, 0.0
     for b in range(target.shape[0]):
         q, k, v, tgt = pixels(q_all[b]), pixels(k_all[b]), pixels(v_all[b]), pixels(target[b])
         if transposed:  # teacher pixel i queries the student pixels j
-            rebuilt = naive_softmax_attention(k, q, v)
+            rebuilt = naive_softmax_attention(k, q, v, temperature=temperature)
         else:
-            rebuilt = naive_softmax_attention(q, k, v)
+            rebuilt = naive_softmax_attention(q, k, v, temperature=temperature)
         w = torch.ones(tgt.shape[0], dtype=DT) if weight is None else pixels(weight[b])[:, 0]
         num = num + (w[:, None] * (rebuilt - tgt) ** 2).sum()
         den = den + w.sum() * tgt.shape[1]
     return num / den if den > 0 else num * 0.0
 
 
-def ref_patch_group_maps(q_map, k_map, v_map, t, weight=None, patch=None, per_side=None, group=1):
+def ref_patch_group_maps(q_map, k_map, v_map, t, weight=None, patch=None, per_side=None, group=1,
+                         temperature=1.0):
     """Per image, per patch, per group loops; map zero-padded, padding weight 0 and masked as key
     where it is padding in all patches of the group; empty patches fill the last group."""
     h, w = t.shape[2:]
@@ -72,7 +74,7 @@ def ref_patch_group_maps(q_map, k_map, v_map, t, weight=None, patch=None, per_si
             members = patches[g0:g0 + group]
             cat = {n: pixels(torch.cat([m[n] for m in members], dim=0)) for n in ('q', 'k', 'v', 't')}
             key_valid = torch.stack([m['valid'].flatten() for m in members]).any(dim=0)
-            rebuilt = naive_softmax_attention(cat['q'], cat['k'], cat['v'], key_valid)
+            rebuilt = naive_softmax_attention(cat['q'], cat['k'], cat['v'], key_valid, temperature)
             c = t.shape[1]
             for m_idx, m in enumerate(members):
                 wm = pixels(m['w'])[:, 0] * m['valid'].flatten()
@@ -94,10 +96,11 @@ def naive_avg_pool(x, k):
     return torch.stack(rows, dim=-2)
 
 
-def ref_anchor_maps(q_map, k_map, v_map, t, weight=None, pool=2):
+def ref_anchor_maps(q_map, k_map, v_map, t, weight=None, pool=2, temperature=1.0):
     """Pool embedded maps, teacher and weight with explicit loops, then the reference TaT."""
     pooled = [naive_avg_pool(x, pool) for x in (q_map, k_map, v_map, t)]
-    return ref_tat_maps(*pooled, None if weight is None else naive_avg_pool(weight, pool))
+    return ref_tat_maps(*pooled, None if weight is None else naive_avg_pool(weight, pool),
+                        temperature=temperature)
 
 
 def embed(mod, s, t):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 
 from .feature_loss_utils import BaseFeatureLoss, weighted_mse
-from .tat_attention import build_tat_embeddings, tat_attention
+from .tat_attention import build_tat_embeddings, check_temperature, tat_attention
 from .tat_loss import flatten_hw
 
 
@@ -33,7 +33,8 @@ def anchor_pool(x: torch.Tensor, pool_size: int) -> torch.Tensor:
 
 
 def anchor_point_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, target: torch.Tensor,
-                     weight: Optional[torch.Tensor], pool_size: int) -> torch.Tensor:
+                     weight: Optional[torch.Tensor], pool_size: int,
+                     temperature: float = 1.0) -> torch.Tensor:
     """Anchor-point TaT on already embedded maps: pool everything, full TaT, weighted MSE.
 
     Args:
@@ -44,6 +45,7 @@ def anchor_point_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         weight (torch.Tensor, optional): (B, 1, H, W) spatial weights (pooled like the features), or
             None.
         pool_size (int): pooling kernel and stride k.
+        temperature (float): attention softmax temperature. Defaults to 1.0 (the paper).
 
     Returns:
         torch.Tensor: scalar weighted MSE over the anchors.
@@ -51,7 +53,7 @@ def anchor_point_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     def pooled(x: torch.Tensor) -> torch.Tensor:
         return flatten_hw(anchor_pool(x, pool_size))
 
-    rebuilt = tat_attention(pooled(query), pooled(key), pooled(value))
+    rebuilt = tat_attention(pooled(query), pooled(key), pooled(value), temperature=temperature)
     return weighted_mse(rebuilt, pooled(target), None if weight is None else pooled(weight))
 
 
@@ -81,6 +83,8 @@ class AnchorPointTaTLoss(BaseFeatureLoss):
         query_embed (str): gamma, see :class:`TaTLoss`. Defaults to ``'conv1x1'`` (authors' seg code).
         key_embed (str): theta (trainable when not identity). Defaults to ``'conv1x1'``.
         value_embed (str): phi. Defaults to ``'conv1x1'``.
+        temperature (float): attention softmax temperature T, ``softmax(q k^T / T)``. Defaults to
+            1.0 (the paper); see :class:`TaTLoss`.
         loss_weight (float): multiplier of the loss. Defaults to 1.0.
     """
 
@@ -91,9 +95,11 @@ class AnchorPointTaTLoss(BaseFeatureLoss):
                  query_embed: str = 'conv1x1',
                  key_embed: str = 'conv1x1',
                  value_embed: str = 'conv1x1',
+                 temperature: float = 1.0,
                  loss_weight: float = 1.0):
         super().__init__(student_channels, teacher_channels, loss_weight)
         self.pool_size = check_pool_size(type(self).__name__, pool_size)
+        self.temperature = check_temperature(type(self).__name__, temperature)
         self.query_embed, self.key_embed, self.value_embed = build_tat_embeddings(
             student_channels, teacher_channels, query_embed, key_embed, value_embed)
 
@@ -107,4 +113,5 @@ class AnchorPointTaTLoss(BaseFeatureLoss):
     def compute_loss(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
                      weight: Optional[torch.Tensor]) -> torch.Tensor:
         return anchor_point_tat(self.query_embed(student_feat), self.key_embed(teacher_feat),
-                                self.value_embed(student_feat), teacher_feat, weight, self.pool_size)
+                                self.value_embed(student_feat), teacher_feat, weight, self.pool_size,
+                                self.temperature)

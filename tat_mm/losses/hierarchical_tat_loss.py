@@ -9,7 +9,7 @@ from .anchor_point_tat_loss import anchor_point_tat, check_pool_fits, check_pool
 from .feature_loss_utils import BaseFeatureLoss
 from .patch_group_tat_loss import (IntPair, check_patch_layout_fits, parse_patch_layout, patch_grid,
                                    patch_group_tat)
-from .tat_attention import build_tat_embeddings
+from .tat_attention import build_tat_embeddings, check_temperature
 
 
 @MODELS.register_module()
@@ -50,6 +50,8 @@ class HierarchicalTaTLoss(BaseFeatureLoss):
         query_embed (str): gamma, see :class:`TaTLoss`. Defaults to ``'conv1x1'`` (authors' seg code).
         key_embed (str): theta (trainable when not identity). Defaults to ``'conv1x1'``.
         value_embed (str): phi. Defaults to ``'conv1x1'``.
+        temperature (float): attention softmax temperature T, ``softmax(q k^T / T)``. Defaults to
+            1.0 (the paper); see :class:`TaTLoss`.
         patch_weight (float): delta, the weight of ``L^P``. Defaults to 1.0.
         anchor_weight (float): zeta, the weight of ``L^A``. Defaults to 1.0.
     """
@@ -64,6 +66,7 @@ class HierarchicalTaTLoss(BaseFeatureLoss):
                  query_embed: str = 'conv1x1',
                  key_embed: str = 'conv1x1',
                  value_embed: str = 'conv1x1',
+                 temperature: float = 1.0,
                  patch_weight: float = 1.0,
                  anchor_weight: float = 1.0):
         super().__init__(student_channels, teacher_channels)
@@ -71,6 +74,7 @@ class HierarchicalTaTLoss(BaseFeatureLoss):
         self.patch_size, self.patches_per_side, self.group_size = parse_patch_layout(
             name, patch_size, patches_per_side, group_size)
         self.pool_size = check_pool_size(name, pool_size)
+        self.temperature = check_temperature(name, temperature)
         self.patch_weight = patch_weight
         self.anchor_weight = anchor_weight
         self.query_embed, self.key_embed, self.value_embed = build_tat_embeddings(
@@ -93,7 +97,9 @@ class HierarchicalTaTLoss(BaseFeatureLoss):
         key = self.key_embed(teacher_feat)
         value = self.value_embed(student_feat)
         patch, grid = self.patch_grid(*teacher_feat.shape[2:])
-        patch_term = patch_group_tat(query, key, value, teacher_feat, weight, patch, grid, self.group_size)
-        anchor_term = anchor_point_tat(query, key, value, teacher_feat, weight, self.pool_size)
+        patch_term = patch_group_tat(query, key, value, teacher_feat, weight, patch, grid, self.group_size,
+                                     self.temperature)
+        anchor_term = anchor_point_tat(query, key, value, teacher_feat, weight, self.pool_size,
+                                       self.temperature)
         return dict(loss_tat_pg=self.patch_weight * patch_term,
                     loss_tat_ap=self.anchor_weight * anchor_term)

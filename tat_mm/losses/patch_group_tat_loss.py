@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 
 from .feature_loss_utils import BaseFeatureLoss, weighted_mse
-from .tat_attention import build_tat_embeddings, tat_attention
+from .tat_attention import build_tat_embeddings, check_temperature, tat_attention
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -90,7 +90,7 @@ def group_patches(x: torch.Tensor, patch: Tuple[int, int], grid: Tuple[int, int]
 
 def patch_group_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, target: torch.Tensor,
                     weight: Optional[torch.Tensor], patch: Tuple[int, int], grid: Tuple[int, int],
-                    group_size: int) -> torch.Tensor:
+                    group_size: int, temperature: float = 1.0) -> torch.Tensor:
     """Patch-group TaT on already embedded maps (steps 2-5 of :class:`PatchGroupTaTLoss`).
 
     Args:
@@ -102,6 +102,7 @@ def patch_group_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         patch (tuple[int, int]): patch (h, w), see :func:`patch_grid`.
         grid (tuple[int, int]): patch rows and columns, padding included.
         group_size (int): patches per group g.
+        temperature (float): attention softmax temperature. Defaults to 1.0 (the paper).
 
     Returns:
         torch.Tensor: scalar weighted MSE.
@@ -122,7 +123,7 @@ def patch_group_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     # Channel-concatenate the g patches of a group: (B, G, N, g*C); the batch and the groups are
     # independent attention problems, as (batch, heads) of the attention kernel.
     rebuilt = tat_attention(to_groups(query).flatten(3), to_groups(key).flatten(3),
-                            to_groups(value).flatten(3), key_mask)
+                            to_groups(value).flatten(3), key_mask, temperature)
     rebuilt = rebuilt.view(target_groups.shape)
     if weight is None and not (spatial_pad or group_pad):
         return weighted_mse(rebuilt, target_groups)
@@ -169,6 +170,8 @@ class PatchGroupTaTLoss(BaseFeatureLoss):
         query_embed (str): gamma, see :class:`TaTLoss`. Defaults to ``'conv1x1'`` (authors' seg code).
         key_embed (str): theta (trainable when not identity). Defaults to ``'conv1x1'``.
         value_embed (str): phi. Defaults to ``'conv1x1'``.
+        temperature (float): attention softmax temperature T, ``softmax(q k^T / T)``. Defaults to
+            1.0 (the paper); see :class:`TaTLoss`.
         loss_weight (float): multiplier of the loss. Defaults to 1.0.
     """
 
@@ -181,10 +184,12 @@ class PatchGroupTaTLoss(BaseFeatureLoss):
                  query_embed: str = 'conv1x1',
                  key_embed: str = 'conv1x1',
                  value_embed: str = 'conv1x1',
+                 temperature: float = 1.0,
                  loss_weight: float = 1.0):
         super().__init__(student_channels, teacher_channels, loss_weight)
         self.patch_size, self.patches_per_side, self.group_size = parse_patch_layout(
             type(self).__name__, patch_size, patches_per_side, group_size)
+        self.temperature = check_temperature(type(self).__name__, temperature)
         self.query_embed, self.key_embed, self.value_embed = build_tat_embeddings(
             student_channels, teacher_channels, query_embed, key_embed, value_embed)
 
@@ -202,4 +207,4 @@ class PatchGroupTaTLoss(BaseFeatureLoss):
         patch, grid = self.patch_grid(*teacher_feat.shape[2:])
         return patch_group_tat(self.query_embed(student_feat), self.key_embed(teacher_feat),
                                self.value_embed(student_feat), teacher_feat, weight, patch, grid,
-                               self.group_size)
+                               self.group_size, self.temperature)

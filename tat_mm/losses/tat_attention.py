@@ -66,6 +66,13 @@ def tat_attention(query: torch.Tensor,
                                           scale=1.0 / temperature)
 
 
+def check_temperature(owner: str, temperature: float) -> float:
+    """Return ``temperature`` as a float, or raise a ValueError naming ``owner`` unless it is > 0."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f'{owner}: temperature must be positive, got {temperature!r}')
+    return float(temperature)
+
+
 def build_tat_embedding(embed_type: str, in_channels: int, out_channels: int) -> nn.Module:
     """Build one TaT embedding (the paper's "linear function" gamma / theta / phi).
 

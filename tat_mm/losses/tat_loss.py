@@ -6,7 +6,7 @@ import torch
 from mmengine.registry import MODELS
 
 from .feature_loss_utils import BaseFeatureLoss, weighted_mse
-from .tat_attention import build_tat_embeddings, tat_attention
+from .tat_attention import build_tat_embeddings, check_temperature, tat_attention
 
 
 def flatten_hw(x: torch.Tensor) -> torch.Tensor:
@@ -67,9 +67,7 @@ class TaTLoss(BaseFeatureLoss):
                  temperature: float = 1.0,
                  loss_weight: float = 1.0):
         super().__init__(student_channels, teacher_channels, loss_weight)
-        if not temperature > 0:
-            raise ValueError(f'TaTLoss: temperature must be positive, got {temperature!r}')
-        self.temperature = temperature
+        self.temperature = check_temperature(type(self).__name__, temperature)
         self.query_embed, self.key_embed, self.value_embed = build_tat_embeddings(
             student_channels, teacher_channels, query_embed, key_embed, value_embed)
         self.transposed = transposed
