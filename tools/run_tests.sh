@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
-exec "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
+# --durations: the slowest tests in every log (the suite has a 10-minute budget on 2 cores)
+exec "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider --durations=25 "$@"
