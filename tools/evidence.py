@@ -277,6 +277,72 @@ def attention_stats(args, num_images: int = 32) -> str:
     return '\n'.join(lines)
 
 
+def plateau_stats(args, threshold: float = 1.25) -> str:
+    """Seg: when each run's training cross-entropy first fell below ``threshold`` (the
+    all-background solution sits at about 1.40 on these canvases), and its final value, from the
+    runs' own logs (``vis_data/scalars.json``, every 25 iterations)."""
+    from tat_mm.visualization.demo_figures import read_scalars
+    lines = ['| teacher | method | ' + ' | '.join(f'seed {k}' for k in args.seeds) + ' |',
+             '|---|---|' + '---|' * len(args.seeds)]
+    for pair in args.pairs:
+        for method in ('student',) + METHODS[1:]:
+            cells = []
+            for seed in args.seeds:
+                run_dir = osp.join(args.work_dir, 'seg', 'student' if method == 'student' else pair,
+                                   method, f'seed{seed}')
+                run_file = osp.join(run_dir, 'demo_run.json')
+                if not osp.isfile(run_file):
+                    cells.append('-')
+                    continue
+                with open(run_file) as f:
+                    rows = [r for r in read_scalars(json.load(f)['log_dir'])
+                            if 'decode.loss_ce' in r and 'iter' in r]
+                below = [r['iter'] for r in rows if r['decode.loss_ce'] < threshold]
+                cells.append(f"{below[0] if below else 'never'} ({rows[-1]['decode.loss_ce']:.2f})")
+            lines.append(f'| {pair} | {method} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def gradient_stats(args, num_images: int = 16) -> str:
+    """Seg: at each distillation run's final weights, the gradient of its distillation terms and
+    of the student's own loss on the student's parameters: norm ratio and cosine, on the first
+    ``num_images`` val images (train mode, as in training)."""
+    import torch
+    torch.set_num_threads(args.threads)
+    import tat_mm  # noqa: F401
+    from tat_mm.visualization.demo_figures import _preprocess, build_model, val_samples
+    lines = ['| teacher | method | seed | task loss | distillation terms | '
+             '\\|g distill\\| / \\|g task\\| | cos(g distill, g task) |',
+             '|---|---|---|---|---|---|---|']
+    for pair in args.pairs:
+        for method in METHODS[1:]:
+            for seed in args.seeds:
+                run_file = osp.join(args.work_dir, 'seg', pair, method, f'seed{seed}', 'demo_run.json')
+                if not osp.isfile(run_file):
+                    continue
+                with open(run_file) as f:
+                    run = json.load(f)
+                model, cfg = build_model(run)
+                model.train()
+                samples, _ = val_samples(cfg, 'seg', list(range(num_images)))
+                data = _preprocess(model, samples)
+                losses = model.loss(data['inputs'], data['data_samples'])
+                distill_keys = {k for k in losses for pair_mod in model.pairs
+                                if k.endswith('.' + pair_mod.student_tap)}
+                task_loss = sum(v for k, v in losses.items() if 'loss' in k and k not in distill_keys)
+                distill_loss = sum(losses[k] for k in distill_keys)
+                params = [p for p in model.student.parameters() if p.requires_grad]
+                grads = [torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                                    for g, p in zip(torch.autograd.grad(
+                                        loss, params, retain_graph=True, allow_unused=True), params)])
+                         for loss in (task_loss, distill_loss)]
+                ratio = grads[1].norm() / grads[0].norm()
+                cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
+                lines.append(f'| {pair} | {method} | {seed} | {task_loss.item():.3f} | '
+                             f'{distill_loss.item():.3f} | {ratio.item():.2f} | {cosine.item():+.3f} |')
+    return '\n'.join(lines)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--tasks', nargs='+', choices=TASKS, default=list(TASKS))
@@ -295,6 +361,10 @@ def parse_args(argv=None):
     parser.add_argument('--summarize', action='store_true', help='print the tables and exit')
     parser.add_argument('--attention-stats', action='store_true',
                         help='how peaked the trained TaT attention of the finished runs is')
+    parser.add_argument('--plateau-stats', action='store_true',
+                        help='seg: when each run left the all-background plateau (from its log)')
+    parser.add_argument('--gradient-stats', action='store_true',
+                        help='seg: distillation vs task gradient on the student, final weights')
     parser.add_argument('--split', default='test', choices=('val', 'test'),
                         help='split of the --summarize tables (default: test)')
     parser.add_argument('--run-one', nargs=4, metavar=('TASK', 'PAIR', 'METHOD', 'SEED'),
@@ -311,6 +381,10 @@ def main(argv=None):
         print(summarize(args.results, args.split))
     elif args.attention_stats:
         print(attention_stats(args))
+    elif args.plateau_stats:
+        print(plateau_stats(args))
+    elif args.gradient_stats:
+        print(gradient_stats(args))
     elif args.run_one:
         task, pair, method, seed = args.run_one
         run_one(task, pair, method, int(seed), args)
