@@ -142,9 +142,14 @@ def interleaved_times(fns: dict, repeats: int) -> dict:
     return times
 
 
+def medians(rounds: dict) -> dict:
+    """Median of each function's times."""
+    return {name: statistics.median(values) for name, values in rounds.items()}
+
+
 def interleaved_medians(fns: dict, repeats: int) -> dict:
     """Median time of each function over interleaved rounds."""
-    return {name: statistics.median(values) for name, values in interleaved_times(fns, repeats).items()}
+    return medians(interleaved_times(fns, repeats))
 
 
 def bench_task(task: str, repeats: int, tmp: str) -> dict:
@@ -175,7 +180,7 @@ def bench_task(task: str, repeats: int, tmp: str) -> dict:
         optim = OptimWrapper(torch.optim.SGD(distiller.parameters(), lr=1e-4))
         fns[name] = lambda d=distiller, o=optim: d.train_step(batch, o)
     rounds = interleaved_times(fns, repeats)
-    times = {name: statistics.median(values) for name, values in rounds.items()}
+    times = medians(rounds)
     t_student, t_teacher = times['student'], times['teacher']
     student_flops = count_flops(fns['student'])
     rows = []

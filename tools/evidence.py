@@ -59,6 +59,13 @@ def result_path(results: str, task: str, pair: str, method: str, seed: int) -> s
     return osp.join(results, task, pair, method, f'seed{seed}.json')
 
 
+def run_dir(work_dir: str, task: str, pair: str, method: str, seed: int) -> str:
+    """Work directory of one run (the student alone is shared by both pairs)."""
+    if method == 'teacher':
+        return osp.join(work_dir, task, f'teacher_{pair}')
+    return osp.join(work_dir, task, 'student' if method == 'student' else pair, method, f'seed{seed}')
+
+
 def run_list(args) -> list:
     """Every run of the protocol, teachers first, then seed-major within each task (so that a
     partial run has the same seeds for every method)."""
@@ -80,9 +87,6 @@ def run_one(task: str, pair: str, method: str, seed: int, args) -> dict:
     import torch
     torch.set_num_threads(args.threads)
     import tat_mm  # noqa: F401
-    work = osp.join(args.work_dir, task)
-    run_dir = (osp.join(work, f'teacher_{pair}') if method == 'teacher' else
-               osp.join(work, pair if method != 'student' else 'student', method, f'seed{seed}'))
     base_method, variant_opts = VARIANTS.get(method, (method, {}))
     opts = demo.run_options(task, 'teacher' if method == 'teacher' else base_method, seed,
                             args.work_dir, quick=False)
@@ -93,9 +97,11 @@ def run_one(task: str, pair: str, method: str, seed: int, args) -> dict:
         cfg_method = base_method
         if method != 'student':
             opts['model.teacher.config'] = teacher_config(task, pair)
-            opts['model.teacher.checkpoint'] = osp.join(work, f'teacher_{pair}', 'teacher.pth')
+            opts['model.teacher.checkpoint'] = osp.join(
+                run_dir(args.work_dir, task, pair, 'teacher', 0), 'teacher.pth')
     t0 = time.time()
-    info = demo.train_one(task, cfg_method, seed, run_dir, opts, evaluate_test=True,
+    info = demo.train_one(task, cfg_method, seed, run_dir(args.work_dir, task, pair, method, seed),
+                          opts, evaluate_test=True,
                           teacher_record=dict(quick=False) if method == 'teacher' else None)
     info['train_time_s'] = time.time() - t0
     key, _, scale = demo.METRICS[task]
@@ -120,7 +126,7 @@ def schedule(args) -> None:
     # A teacher's record is committed, its checkpoint is not (work dirs are ignored). Retraining it
     # silently would change the teacher in the middle of the protocol: refuse those runs instead.
     for task, pair in sorted({(r[0], r[1]) for r in todo if r[2] not in ('teacher', 'student')}):
-        ckpt = osp.join(args.work_dir, task, f'teacher_{pair}', 'teacher.pth')
+        ckpt = osp.join(run_dir(args.work_dir, task, pair, 'teacher', 0), 'teacher.pth')
         if osp.exists(result_path(args.results, task, pair, 'teacher', 0)) and not osp.isfile(ckpt):
             print(f'[evidence] SKIPPED {task}/{pair}: the teacher record exists but its checkpoint '
                   f'{ckpt} does not. Copy the checkpoint there (e.g. --work-dir of the machine that '
@@ -246,8 +252,7 @@ def attention_stats(args, num_images: int = 32) -> str:
     for task in args.tasks:
         for pair in args.pairs:
             for method, seed in [(m, k) for m in ('tat',) + tuple(VARIANTS) for k in args.seeds]:
-                run_file = osp.join(args.work_dir, task, pair, method, f'seed{seed}',
-                                    'demo_run.json')
+                run_file = osp.join(run_dir(args.work_dir, task, pair, method, seed), 'demo_run.json')
                 if not osp.isfile(run_file):
                     continue
                 with open(run_file) as f:
@@ -288,9 +293,7 @@ def plateau_stats(args, threshold: float = 1.25) -> str:
         for method in ('student',) + METHODS[1:]:
             cells = []
             for seed in args.seeds:
-                run_dir = osp.join(args.work_dir, 'seg', 'student' if method == 'student' else pair,
-                                   method, f'seed{seed}')
-                run_file = osp.join(run_dir, 'demo_run.json')
+                run_file = osp.join(run_dir(args.work_dir, 'seg', pair, method, seed), 'demo_run.json')
                 if not osp.isfile(run_file):
                     cells.append('-')
                     continue
@@ -317,7 +320,7 @@ def gradient_stats(args, num_images: int = 16) -> str:
     for pair in args.pairs:
         for method in METHODS[1:]:
             for seed in args.seeds:
-                run_file = osp.join(args.work_dir, 'seg', pair, method, f'seed{seed}', 'demo_run.json')
+                run_file = osp.join(run_dir(args.work_dir, 'seg', pair, method, seed), 'demo_run.json')
                 if not osp.isfile(run_file):
                     continue
                 with open(run_file) as f:

@@ -43,8 +43,7 @@ def tat_attention(query: torch.Tensor,
     Returns:
         torch.Tensor: (..., Nq, Ev), row ``i`` is ``sum_j softmax_j(q_i . k_j / T) v_j``.
     """
-    if not temperature > 0:
-        raise ValueError(f'tat_attention: temperature must be positive, got {temperature!r}')
+    check_temperature('tat_attention', temperature)
     if query.dim() < 3 or query.dim() != key.dim() or key.dim() != value.dim():
         raise ValueError('tat_attention: expected (..., N, C) query/key/value of equal rank >= 3, got '
                          f'query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}')
