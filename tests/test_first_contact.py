@@ -94,7 +94,8 @@ def test_missing_teacher_checkpoint_names_the_config_key(tmp_path):
     from mmpretrain.registry import MODELS
     cfg = cls_distiller(tmp_path)
     cfg['teacher']['checkpoint'] = str(tmp_path / 'nope.pth')
-    with pytest.raises(FileNotFoundError, match=r'model\.teacher\.checkpoint=PATH'):
+    with DefaultScope.overwrite_default_scope('mmpretrain'), \
+            pytest.raises(FileNotFoundError, match=r'model\.teacher\.checkpoint=PATH'):
         MODELS.build(cfg)
 
 

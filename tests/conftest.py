@@ -1,0 +1,18 @@
+"""Test isolation shared by every test file."""
+import pytest
+from mmengine.registry import DefaultScope
+
+
+@pytest.fixture(autouse=True, scope='module')
+def fresh_default_scope():
+    """Start every test file with no MMEngine default scope, and put the previous one back after.
+
+    ``init_default_scope``, runners and ``init_model`` set the scope process-wide; with
+    pytest-xdist a worker runs whichever files it is given in one process, so a file would
+    otherwise see the scope the previous file left (e.g. ``mmdet`` before an mmpretrain build).
+    """
+    saved = DefaultScope._instance_dict.copy()
+    DefaultScope._instance_dict.clear()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
