@@ -41,6 +41,15 @@ METHODS = ('student', 'kd', 'fitnet', 'tat', 'tat_dam')
 # softer attention, the config of `tat` plus an override; not part of the default run.
 VARIANTS = {f'tat_T{t}': ('tat', {'model.distill.0.losses.0.temperature': float(t)})
             for t in (4, 16)}
+# The optimiser follow-up (docs/evidence.md, "Does AdamW let TaT steer the plateau?"): the student
+# alone and TaT with SGD (momentum 0.9) instead of AdamW; the learning rate is chosen on val with
+# the student alone (seed 0) from SGD_LRS, and TaT is compared with the student of the same LR.
+SGD_LRS = (0.01, 0.03, 0.1)
+for _lr in SGD_LRS:
+    for _base in ('student', 'tat'):
+        VARIANTS[f'{_base}_sgd{_lr:g}'] = (_base, {'optim_wrapper.optimizer.type': 'SGD',
+                                                   'optim_wrapper.optimizer.lr': _lr,
+                                                   'optim_wrapper.optimizer.momentum': 0.9})
 # RetinaNet's classifier runs once per FPN level with sigmoid outputs; softmax KD does not apply.
 SKIP = {('det', 'kd')}
 # Two-sided 97.5 % quantiles of Student's t (95 % intervals over n seeds: df = n - 1).
@@ -51,11 +60,36 @@ def teacher_config(task: str, pair: str) -> str:
     return demo.config_path(task, 'teacher' if pair == 'r18' else f'teacher_{pair}')
 
 
+def base_method(method: str) -> str:
+    """The demo config a method (or follow-up variant) trains: ``tat_sgd0.03`` -> ``tat``."""
+    return VARIANTS[method][0] if method in VARIANTS else method
+
+
+def baseline(method: str) -> str:
+    """The student-alone run a method is paired with: the one trained with the same optimiser."""
+    if '_sgd' in method:
+        return 'student' + method[method.index('_sgd'):]
+    return 'student'
+
+
+def method_name(method: str) -> str:
+    """How the tables name a method or a follow-up variant."""
+    if method in demo.METHOD_NAMES:
+        return demo.METHOD_NAMES[method]
+    trained, opts = VARIANTS[method]
+    if 'optim_wrapper.optimizer.lr' in opts:
+        suffix = f'SGD lr {opts["optim_wrapper.optimizer.lr"]:g} (not the protocol\'s AdamW)'
+        return f'{demo.METHOD_NAMES[trained]}, {suffix}'
+    return f'{demo.METHOD_NAMES[trained]} ({method})'
+
+
 def result_path(results: str, task: str, pair: str, method: str, seed: int) -> str:
     if method == 'teacher':
         return osp.join(results, task, f'teacher_{pair}.json')
     if method == 'student':  # the student alone has no teacher: shared by both pairs
         return osp.join(results, task, 'student', f'seed{seed}.json')
+    if base_method(method) == 'student':  # a student-alone variant: shared by both pairs too
+        return osp.join(results, task, method, f'seed{seed}.json')
     return osp.join(results, task, pair, method, f'seed{seed}.json')
 
 
@@ -63,7 +97,9 @@ def run_dir(work_dir: str, task: str, pair: str, method: str, seed: int) -> str:
     """Work directory of one run (the student alone is shared by both pairs)."""
     if method == 'teacher':
         return osp.join(work_dir, task, f'teacher_{pair}')
-    return osp.join(work_dir, task, 'student' if method == 'student' else pair, method, f'seed{seed}')
+    if base_method(method) == 'student':
+        return osp.join(work_dir, task, 'student', method, f'seed{seed}')
+    return osp.join(work_dir, task, pair, method, f'seed{seed}')
 
 
 def run_list(args) -> list:
@@ -76,7 +112,7 @@ def run_list(args) -> list:
             for method in args.methods:
                 if (task, method) in SKIP:
                     continue
-                pairs = ['-'] if method == 'student' else args.pairs
+                pairs = ['-'] if base_method(method) == 'student' else args.pairs
                 runs += [(task, pair, method, seed) for pair in pairs]
     return runs
 
@@ -87,15 +123,15 @@ def run_one(task: str, pair: str, method: str, seed: int, args) -> dict:
     import torch
     torch.set_num_threads(args.threads)
     import tat_mm  # noqa: F401
-    base_method, variant_opts = VARIANTS.get(method, (method, {}))
-    opts = demo.run_options(task, 'teacher' if method == 'teacher' else base_method, seed,
+    trained, variant_opts = VARIANTS.get(method, (method, {}))
+    opts = demo.run_options(task, 'teacher' if method == 'teacher' else trained, seed,
                             args.work_dir, quick=False)
     opts.update(variant_opts)
     if method == 'teacher':
         cfg_method = osp.splitext(osp.basename(teacher_config(task, pair)))[0]
     else:
-        cfg_method = base_method
-        if method != 'student':
+        cfg_method = trained
+        if trained != 'student':
             opts['model.teacher.config'] = teacher_config(task, pair)
             opts['model.teacher.checkpoint'] = osp.join(
                 run_dir(args.work_dir, task, pair, 'teacher', 0), 'teacher.pth')
@@ -125,7 +161,8 @@ def schedule(args) -> None:
     todo = [r for r in run_list(args) if not osp.exists(result_path(args.results, *r))]
     # A teacher's record is committed, its checkpoint is not (work dirs are ignored). Retraining it
     # silently would change the teacher in the middle of the protocol: refuse those runs instead.
-    for task, pair in sorted({(r[0], r[1]) for r in todo if r[2] not in ('teacher', 'student')}):
+    for task, pair in sorted({(r[0], r[1]) for r in todo
+                              if r[2] != 'teacher' and base_method(r[2]) != 'student'}):
         ckpt = osp.join(run_dir(args.work_dir, task, pair, 'teacher', 0), 'teacher.pth')
         if osp.exists(result_path(args.results, task, pair, 'teacher', 0)) and not osp.isfile(ckpt):
             print(f'[evidence] SKIPPED {task}/{pair}: the teacher record exists but its checkpoint '
@@ -143,7 +180,8 @@ def schedule(args) -> None:
     while todo or running:
         # Teachers first: a distillation run waits until its teacher's record exists.
         ready = [r for r in todo if r[2] == 'teacher' or
-                 osp.exists(result_path(args.results, r[0], r[1], 'teacher', 0)) or r[2] == 'student']
+                 osp.exists(result_path(args.results, r[0], r[1], 'teacher', 0)) or
+                 base_method(r[2]) == 'student']
         while ready and len(running) < args.jobs:
             run = ready.pop(0)
             todo.remove(run)
@@ -203,7 +241,11 @@ def summarize(results: str, split: str = 'test') -> str:
     lines = []
     for task in TASKS:
         key, metric, _ = demo.METRICS[task]
-        students = {r[3]: found[r][split] for r in found if r[0] == task and r[2] == 'student'}
+        def seeds_of(method, pair=None):
+            return {r[3]: found[r][split] for r in found
+                    if r[0] == task and r[2] == method and (pair is None or r[1] == pair)}
+
+        students = seeds_of('student')
         if not students and not any(r[0] == task for r in found):
             continue
         lines.append(f'### {demo.TASK_NAMES[task]} ({task}): {metric} on the {split} split\n')
@@ -218,18 +260,24 @@ def summarize(results: str, split: str = 'test') -> str:
             lines.append(f'| – | student alone | {len(vals)} | {np.mean(vals):.2f} ± '
                          f'{np.std(vals, ddof=1) if len(vals) > 1 else float("nan"):.2f} | | '
                          f'{", ".join(f"{v:.2f}" for v in vals)} |')
+        for method in (m for m in VARIANTS if base_method(m) == 'student'):
+            vals = [v for _, v in sorted(seeds_of(method).items())]
+            if vals:
+                std = np.std(vals, ddof=1) if len(vals) > 1 else float('nan')
+                lines.append(f'| – | {method_name(method)} | {len(vals)} | {np.mean(vals):.2f} ± '
+                             f'{std:.2f} | | {", ".join(f"{v:.2f}" for v in vals)} |')
         for pair in PAIRS:
-            for method in METHODS[1:] + tuple(VARIANTS):
-                runs = {r[3]: found[r][split] for r in found
-                        if r[0] == task and r[1] == pair and r[2] == method}
+            for method in METHODS[1:] + tuple(m for m in VARIANTS if base_method(m) != 'student'):
+                runs = seeds_of(method, pair)
                 if not runs:
                     continue
                 seeds = sorted(runs)
                 vals = [runs[s] for s in seeds]
-                paired = [runs[s] - students[s] for s in seeds if s in students]
+                alone = seeds_of(baseline(method))  # the student alone with the same optimiser
+                paired = [runs[s] - alone[s] for s in seeds if s in alone]
                 mean, lo, hi = paired_interval(paired)
                 std = np.std(vals, ddof=1) if len(vals) > 1 else float('nan')
-                lines.append(f'| {pair} | {demo.METHOD_NAMES[method].replace("student + ", "+ ")} | '
+                lines.append(f'| {pair} | {method_name(method).replace("student + ", "+ ")} | '
                              f'{len(vals)} | {np.mean(vals):.2f} ± {std:.2f} | {mean:+.2f} '
                              f'[{lo:+.2f}, {hi:+.2f}] | {", ".join(f"{v:.2f}" for v in vals)} |')
         lines.append('')
@@ -290,7 +338,9 @@ def plateau_stats(args, threshold: float = 1.25) -> str:
     lines = ['| teacher | method | ' + ' | '.join(f'seed {k}' for k in args.seeds) + ' |',
              '|---|---|' + '---|' * len(args.seeds)]
     for pair in args.pairs:
-        for method in ('student',) + METHODS[1:]:
+        for method in args.methods:
+            if base_method(method) == 'student' and pair != args.pairs[0]:
+                continue  # shared by both pairs: one row
             cells = []
             for seed in args.seeds:
                 run_file = osp.join(run_dir(args.work_dir, 'seg', pair, method, seed), 'demo_run.json')
