@@ -41,12 +41,13 @@ METHODS = ('student', 'kd', 'fitnet', 'tat', 'tat_dam')
 # softer attention, the config of `tat` plus an override; not part of the default run.
 VARIANTS = {f'tat_T{t}': ('tat', {'model.distill.0.losses.0.temperature': float(t)})
             for t in (4, 16)}
-# The optimiser follow-up (docs/evidence.md, "Does AdamW let TaT steer the plateau?"): the student
-# alone and TaT with SGD (momentum 0.9) instead of AdamW; the learning rate is chosen on val with
-# the student alone (seed 0) from SGD_LRS, and TaT is compared with the student of the same LR.
+# The optimiser follow-up (docs/evidence.md, "Does AdamW let TaT steer the plateau?"): every
+# method with SGD (momentum 0.9) instead of AdamW; the learning rate is chosen on val with
+# the student alone (seed 0) from SGD_LRS, and each method is compared with the student of the
+# same LR.
 SGD_LRS = (0.01, 0.03, 0.1)
 for _lr in SGD_LRS:
-    for _base in ('student', 'tat'):
+    for _base in METHODS:
         VARIANTS[f'{_base}_sgd{_lr:g}'] = (_base, {'optim_wrapper.optimizer.type': 'SGD',
                                                    'optim_wrapper.optimizer.lr': _lr,
                                                    'optim_wrapper.optimizer.momentum': 0.9})
@@ -110,7 +111,7 @@ def run_list(args) -> list:
         runs += [(task, pair, 'teacher', 0) for pair in args.pairs]
         for seed in args.seeds:
             for method in args.methods:
-                if (task, method) in SKIP:
+                if (task, base_method(method)) in SKIP:
                     continue
                 pairs = ['-'] if base_method(method) == 'student' else args.pairs
                 runs += [(task, pair, method, seed) for pair in pairs]
