@@ -69,6 +69,27 @@ PAIRS = {
         'mmdet::yolox/yolox_s_8xb8-300e_coco.py',
         [dict(student='neck', teacher='neck', index=[0, 1, 2], losses=fitnet(96, 128))],
         (64, 96)),
+    # One-stage GFL from a deeper teacher, the shipped det recipe: hierarchical TaT inside DAM on
+    # P3 (8x12 at 64x96), with a softer attention (temperature, not the paper's 1).
+    'gfl-r50<-r101': (
+        'mmdet', 'det', 'mmdet::gfl/gfl_r50_fpn_1x_coco.py', None,
+        'mmdet::gfl/gfl_r101_fpn_ms-2x_coco.py',
+        [dict(student='neck', teacher='neck', index=0, losses=[
+            dict(type='DAMDistillLoss', student_channels=256, teacher_channels=256, topk=4,
+                 dam=dict(num_classes=NUM_CLASSES),
+                 feature_loss=dict(type='HierarchicalTaTLoss', patch_size=4, group_size=2,
+                                   pool_size=2, temperature=4.0))])],
+        (64, 96)),
+    # Another family and width: Fast-SCNN student, DeepLabV3-R50 teacher; hierarchical TaT between
+    # their heads' last features (128 vs 512 channels, both 8x8 at 64x64).
+    'fast-scnn<-deeplabv3-r50': (
+        'mmseg', 'seg', 'mmseg::fastscnn/fast_scnn_8xb4-160k_cityscapes-512x1024.py', None,
+        'mmseg::deeplabv3/deeplabv3_r50-d8_4xb2-40k_cityscapes-512x1024.py',
+        [dict(student='decode_head.convs', teacher='decode_head.bottleneck', losses=[
+            dict(type='HierarchicalTaTLoss', student_channels=128, teacher_channels=512,
+                 patches_per_side=2, group_size=2, pool_size=2, patch_weight=0.1,
+                 anchor_weight=0.05)])],
+        (64, 64)),
 }
 
 
@@ -103,6 +124,11 @@ def test_upstream_pair_trains_a_step(pair, tmp_path):
     optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     log_vars = model.train_step(fake_batch(task, 2, size, NUM_CLASSES), optim_wrapper)
     distill_keys = [k for k in log_vars if k.startswith('loss_') and '.' in k]
-    assert len(distill_keys) == len(model.pairs), sorted(log_vars)
+    # every pair logs; HierarchicalTaTLoss logs two terms (loss_tat_pg / loss_tat_ap) and
+    # DAMDistillLoss adds DAM's own loss (loss_dam)
+    for pair_mod in model.pairs:
+        assert any(f'.{pair_mod.student_tap}' in k for k in distill_keys), sorted(log_vars)
+    extra = repr(distill).count('HierarchicalTaTLoss') + repr(distill).count('DAMDistillLoss')
+    assert len(distill_keys) == len(model.pairs) + extra, sorted(log_vars)
     for key, value in log_vars.items():
         assert torch.isfinite(torch.as_tensor(value)).all(), f'{pair}: {key} = {value}'
