@@ -369,7 +369,7 @@ def gradient_stats(args, num_images: int = 16) -> str:
              '\\|g distill\\| / \\|g task\\| | cos(g distill, g task) |',
              '|---|---|---|---|---|---|---|']
     for pair in args.pairs:
-        for method in METHODS[1:]:
+        for method in (m for m in args.methods if base_method(m) != 'student'):
             for seed in args.seeds:
                 run_file = osp.join(run_dir(args.work_dir, 'seg', pair, method, seed), 'demo_run.json')
                 if not osp.isfile(run_file):
