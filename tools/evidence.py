@@ -67,10 +67,11 @@ def base_method(method: str) -> str:
 
 
 def baseline(method: str) -> str:
-    """The student-alone run a method is paired with: the one trained with the same optimiser."""
-    if '_sgd' in method:
-        return 'student' + method[method.index('_sgd'):]
-    return 'student'
+    """The student-alone run a method is paired with: the student variant trained with the same
+    overrides (e.g. the same optimiser), else the protocol's student alone."""
+    options = VARIANTS.get(method, (method, {}))[1]
+    return next((m for m, (trained, opts) in VARIANTS.items()
+                 if trained == 'student' and opts == options), 'student')
 
 
 def method_name(method: str) -> str:
@@ -242,12 +243,12 @@ def summarize(results: str, split: str = 'test') -> str:
     lines = []
     for task in TASKS:
         key, metric, _ = demo.METRICS[task]
+
         def seeds_of(method, pair=None):
             return {r[3]: found[r][split] for r in found
                     if r[0] == task and r[2] == method and (pair is None or r[1] == pair)}
 
-        students = seeds_of('student')
-        if not students and not any(r[0] == task for r in found):
+        if not any(r[0] == task for r in found):
             continue
         lines.append(f'### {demo.TASK_NAMES[task]} ({task}): {metric} on the {split} split\n')
         lines.append('| teacher | method | n | mean ± std | Δ vs student alone [95% CI] | per seed |')
@@ -256,12 +257,7 @@ def summarize(results: str, split: str = 'test') -> str:
             t = found.get((task, pair, 'teacher', 0))
             if t:
                 lines.append(f'| {pair} | teacher | 1 | {t[split]:.2f} | | |')
-        if students:
-            vals = [students[s] for s in sorted(students)]
-            lines.append(f'| – | student alone | {len(vals)} | {np.mean(vals):.2f} ± '
-                         f'{np.std(vals, ddof=1) if len(vals) > 1 else float("nan"):.2f} | | '
-                         f'{", ".join(f"{v:.2f}" for v in vals)} |')
-        for method in (m for m in VARIANTS if base_method(m) == 'student'):
+        for method in ('student',) + tuple(m for m in VARIANTS if base_method(m) == 'student'):
             vals = [v for _, v in sorted(seeds_of(method).items())]
             if vals:
                 std = np.std(vals, ddof=1) if len(vals) > 1 else float('nan')
