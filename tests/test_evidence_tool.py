@@ -68,3 +68,23 @@ def test_sgd_variant_options_reach_the_config(method):
     assert cfg.optim_wrapper.optimizer.type == 'SGD'
     assert cfg.optim_wrapper.optimizer.lr == 0.1 and cfg.optim_wrapper.optimizer.momentum == 0.9
     assert cfg.optim_wrapper.optimizer.weight_decay == 1e-4  # kept from the AdamW runs
+
+
+def test_sgd_teacher_pair_trains_its_own_teacher_and_its_students_use_it(tmp_path):
+    work = str(tmp_path)
+    cfg_name, opts = evidence.run_options('seg', 'r50_sgd0.1', 'teacher', 0, work)
+    assert cfg_name == 'teacher_r50'
+    assert opts['optim_wrapper.optimizer.type'] == 'SGD' and opts['optim_wrapper.optimizer.lr'] == 0.1
+    assert evidence.run_dir(work, 'seg', 'r50_sgd0.1', 'teacher', 0) != \
+        evidence.run_dir(work, 'seg', 'r50', 'teacher', 0)  # never overwrites the AdamW teacher
+    cfg_name, opts = evidence.run_options('seg', 'r50_sgd0.1', 'tat_sgd0.1', 3, work)
+    assert cfg_name == 'tat'
+    assert opts['model.teacher.config'].endswith(osp.join('seg', 'teacher_r50.py'))
+    assert opts['model.teacher.checkpoint'] == osp.join(
+        evidence.run_dir(work, 'seg', 'r50_sgd0.1', 'teacher', 0), 'teacher.pth')
+    # The protocol's own teacher is untouched: AdamW, from its own work dir.
+    _, opts = evidence.run_options('seg', 'r50', 'teacher', 0, work)
+    assert 'optim_wrapper.optimizer.type' not in opts
+    assert evidence.baseline('tat_sgd0.1') == 'student_sgd0.1'
+    assert evidence.result_path('R', 'seg', 'r18_sgd0.1', 'teacher', 0) == \
+        osp.join('R', 'seg', 'teacher_r18_sgd0.1.json')

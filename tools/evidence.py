@@ -46,18 +46,35 @@ VARIANTS = {f'tat_T{t}': ('tat', {'model.distill.0.losses.0.temperature': float(
 # the student alone (seed 0) from SGD_LRS, and each method is compared with the student of the
 # same LR.
 SGD_LRS = (0.01, 0.03, 0.1)
+
+
+def sgd_options(lr: float) -> dict:
+    """Config overrides: SGD with momentum instead of the demo's AdamW (weight decay and
+    schedule unchanged)."""
+    return {'optim_wrapper.optimizer.type': 'SGD', 'optim_wrapper.optimizer.lr': lr,
+            'optim_wrapper.optimizer.momentum': 0.9}
+
+
 for _lr in SGD_LRS:
     for _base in METHODS:
-        VARIANTS[f'{_base}_sgd{_lr:g}'] = (_base, {'optim_wrapper.optimizer.type': 'SGD',
-                                                   'optim_wrapper.optimizer.lr': _lr,
-                                                   'optim_wrapper.optimizer.momentum': 0.9})
+        VARIANTS[f'{_base}_sgd{_lr:g}'] = (_base, sgd_options(_lr))
+# The all-SGD follow-up (docs/evidence.md, "Protocol v2"): each pair's teacher retrained with
+# the SGD recipe its students use; `--pairs r50_sgd0.1` trains that teacher (into its own work
+# dir) and distils from it. Not part of the default run.
+PAIR_VARIANTS = {f'{_pair}_sgd0.1': (_pair, sgd_options(0.1)) for _pair in PAIRS}
 # RetinaNet's classifier runs once per FPN level with sigmoid outputs; softmax KD does not apply.
 SKIP = {('det', 'kd')}
 # Two-sided 97.5 % quantiles of Student's t (95 % intervals over n seeds: df = n - 1).
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
+def base_pair(pair: str) -> str:
+    """The teacher architecture of a pair or pair variant: ``r50_sgd0.1`` -> ``r50``."""
+    return PAIR_VARIANTS[pair][0] if pair in PAIR_VARIANTS else pair
+
+
 def teacher_config(task: str, pair: str) -> str:
+    pair = base_pair(pair)
     return demo.config_path(task, 'teacher' if pair == 'r18' else f'teacher_{pair}')
 
 
@@ -120,23 +137,39 @@ def run_list(args) -> list:
 
 
 # --------------------------------------------------------------------------- one run (child)
+def run_options(task: str, pair: str, method: str, seed: int, work_dir: str) -> tuple:
+    """The demo config one run trains and its overrides (variant, teacher of the pair).
+
+    Args:
+        task (str): ``seg``, ``cls`` or ``det``.
+        pair (str): a teacher of PAIRS or PAIR_VARIANTS (``-`` for the student alone).
+        method (str): ``teacher``, a method of METHODS or a follow-up of VARIANTS.
+        seed (int): the run's seed.
+        work_dir (str): the protocol's work dir (where the teachers' checkpoints are).
+
+    Returns:
+        tuple: (config name under ``configs/demo/<task>/``, dict of config overrides).
+    """
+    trained, variant_opts = VARIANTS.get(method, (method, {}))
+    opts = demo.run_options(task, 'teacher' if method == 'teacher' else trained, seed,
+                            work_dir, quick=False)
+    opts.update(variant_opts)
+    if method == 'teacher':
+        opts.update(PAIR_VARIANTS.get(pair, (pair, {}))[1])
+        return osp.splitext(osp.basename(teacher_config(task, pair)))[0], opts
+    if trained != 'student':
+        opts['model.teacher.config'] = teacher_config(task, pair)
+        opts['model.teacher.checkpoint'] = osp.join(
+            run_dir(work_dir, task, pair, 'teacher', 0), 'teacher.pth')
+    return trained, opts
+
+
 def run_one(task: str, pair: str, method: str, seed: int, args) -> dict:
     """Train one model, score its final weights on val and test, write the result file."""
     import torch
     torch.set_num_threads(args.threads)
     import tat_mm  # noqa: F401
-    trained, variant_opts = VARIANTS.get(method, (method, {}))
-    opts = demo.run_options(task, 'teacher' if method == 'teacher' else trained, seed,
-                            args.work_dir, quick=False)
-    opts.update(variant_opts)
-    if method == 'teacher':
-        cfg_method = osp.splitext(osp.basename(teacher_config(task, pair)))[0]
-    else:
-        cfg_method = trained
-        if trained != 'student':
-            opts['model.teacher.config'] = teacher_config(task, pair)
-            opts['model.teacher.checkpoint'] = osp.join(
-                run_dir(args.work_dir, task, pair, 'teacher', 0), 'teacher.pth')
+    cfg_method, opts = run_options(task, pair, method, seed, args.work_dir)
     t0 = time.time()
     info = demo.train_one(task, cfg_method, seed, run_dir(args.work_dir, task, pair, method, seed),
                           opts, evaluate_test=True,
@@ -253,7 +286,7 @@ def summarize(results: str, split: str = 'test') -> str:
         lines.append(f'### {demo.TASK_NAMES[task]} ({task}): {metric} on the {split} split\n')
         lines.append('| teacher | method | n | mean ± std | Δ vs student alone [95% CI] | per seed |')
         lines.append('|---|---|---|---|---|---|')
-        for pair in PAIRS:
+        for pair in PAIRS + tuple(PAIR_VARIANTS):
             t = found.get((task, pair, 'teacher', 0))
             if t:
                 lines.append(f'| {pair} | teacher | 1 | {t[split]:.2f} | | |')
@@ -263,7 +296,7 @@ def summarize(results: str, split: str = 'test') -> str:
                 std = np.std(vals, ddof=1) if len(vals) > 1 else float('nan')
                 lines.append(f'| – | {method_name(method)} | {len(vals)} | {np.mean(vals):.2f} ± '
                              f'{std:.2f} | | {", ".join(f"{v:.2f}" for v in vals)} |')
-        for pair in PAIRS:
+        for pair in PAIRS + tuple(PAIR_VARIANTS):
             for method in METHODS[1:] + tuple(m for m in VARIANTS if base_method(m) != 'student'):
                 runs = seeds_of(method, pair)
                 if not runs:
@@ -396,7 +429,9 @@ def gradient_stats(args, num_images: int = 16) -> str:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--tasks', nargs='+', choices=TASKS, default=list(TASKS))
-    parser.add_argument('--pairs', nargs='+', choices=PAIRS, default=list(PAIRS))
+    parser.add_argument('--pairs', nargs='+', choices=PAIRS + tuple(PAIR_VARIANTS),
+                        default=list(PAIRS),
+                        help='teachers (default: r18 r50; the *_sgd0.1 teachers: protocol v2)')
     parser.add_argument('--methods', nargs='*', choices=METHODS + tuple(VARIANTS),
                         default=list(METHODS),
                         help='student runs (default: all; none: only the teachers)')
