@@ -88,3 +88,96 @@ def test_sgd_teacher_pair_trains_its_own_teacher_and_its_students_use_it(tmp_pat
     assert evidence.baseline('tat_sgd0.1') == 'student_sgd0.1'
     assert evidence.result_path('R', 'seg', 'r18_sgd0.1', 'teacher', 0) == \
         osp.join('R', 'seg', 'teacher_r18_sgd0.1.json')
+
+
+# --------------------------------------------------------------------------- protocol v3
+v3 = importlib.import_module('evidence_v3')
+
+
+def _v3_args(tmp_path, *extra):
+    return evidence.parse_args(['--protocol', 'v3', '--results', str(tmp_path / 'results'),
+                                '--work-dir', str(tmp_path / 'work'), *extra])
+
+
+def _v3_write(args, run, **fields):
+    path = v3.result_path(args.results, run)
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    record = dict(task=run[0], kind=run[1], method=run[2], seed=run[3], val=50.0, test=50.0,
+                  train_time_s=100.0, schedule=dict(iters=150), checkpoint=f'{run[1]}{run[3]}.pth',
+                  checkpoint_sha256='0' * 64, train_size='1600 canvases')
+    record.update(fields)
+    with open(path, 'w') as f:
+        json.dump(record, f)
+
+
+def test_v3_plan_order_and_dependencies(tmp_path):
+    args = _v3_args(tmp_path, '--seeds', '0', '1')
+    runs = v3.plan(args)
+    assert args.tasks == ['cls', 'det', 'seg'] and runs[0] == ('seg', 'teacher', 'teacher', 0, '')
+    assert ('det', 'stage2', 'kd', 0, '') not in runs  # RetinaNet: no softmax KD, as in v1
+    assert len([r for r in runs if r[1] == 'stage2']) == 2 * (5 + 4 + 5)
+    assert not any(r[1] == 'time' for r in runs)
+    control, tat = ('cls', 'stage2', 'student', 1, ''), ('cls', 'stage2', 'tat', 1, '')
+    assert v3.ready(('cls', 'stage1', 'student', 1, ''), args.results)
+    assert not v3.ready(('cls', 'lr', 'student', 0, 0.3), args.results)
+    _v3_write(args, ('cls', 'stage1', 'student', 0, ''))
+    _v3_write(args, ('cls', 'stage1', 'student', 1, ''))
+    assert v3.ready(('cls', 'lr', 'student', 0, 0.3), args.results)
+    assert not v3.ready(control, args.results)  # the learning rate is not chosen yet
+    for factor, val in zip(v3.LR_FACTORS, (40.0, 60.0, 60.0)):
+        _v3_write(args, ('cls', 'lr', 'student', 0, factor), val=val)
+    assert v3.chosen_lr_factor(args.results, 'cls') == 0.3  # a tie goes to the smaller rate
+    assert v3.ready(control, args.results) and not v3.ready(tat, args.results)  # no teacher yet
+    _v3_write(args, ('cls', 'teacher', 'teacher', 0, ''))
+    assert v3.ready(tat, args.results)
+
+
+def test_v3_stage2_options_reach_the_config(tmp_path):
+    args = _v3_args(tmp_path)
+    _v3_write(args, ('seg', 'stage1', 'student', 2, ''), checkpoint='seg/stage1/s2/iter_600.pth')
+    for factor in v3.LR_FACTORS:
+        _v3_write(args, ('seg', 'lr', 'student', 0, factor), val=factor)  # 1.0 wins
+    _v3_write(args, ('seg', 'stage1', 'student', 0, ''))
+    _v3_write(args, ('seg', 'teacher', 'teacher', 0, ''), checkpoint_sha256='a' * 64)
+    name, opts, info = v3.run_options(('seg', 'stage2', 'tat', 2, ''), args)
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'demo', 'seg', f'{name}.py'))
+    cfg.merge_from_dict(opts)
+    assert name == 'tat' and cfg.load_from == osp.join(args.work_dir, 'seg/stage1/s2/iter_600.pth')
+    assert cfg.train_cfg.max_iters == 300 and cfg.param_scheduler[1].T_max == 300
+    assert cfg.param_scheduler[1].end == 300 and cfg.default_hooks.checkpoint.interval == 300
+    assert cfg.optim_wrapper.optimizer.type == 'SGD' and cfg.optim_wrapper.optimizer.lr == 0.1
+    assert cfg.model.teacher.config.endswith(osp.join('seg', 'teacher_r50.py'))
+    assert info['teacher']['sha256'] == 'a' * 64 and info['init']['sha256'] == '0' * 64
+    name, opts, _ = v3.run_options(('seg', 'teacher', 'teacher', 0, ''), args)
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'demo', 'seg', f'{name}.py'))
+    cfg.merge_from_dict(opts)
+    assert cfg.train_dataloader.dataset.num_train == 1600 == cfg.test_dataloader.dataset.num_train
+    assert cfg.train_cfg.max_iters == 1200 and cfg.train_cfg.val_interval == 200
+    _, opts, _ = v3.run_options(('cls', 'teacher', 'teacher', 0, ''), args)
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'demo', 'cls', 'teacher_r50.py'))
+    cfg.merge_from_dict(opts)
+    assert cfg.train_dataloader.dataset.indices is None  # the whole train pool
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+
+
+def test_v3_refuses_a_checkpoint_other_than_the_recorded_one(tmp_path):
+    (tmp_path / 'teacher.pth').write_bytes(b'retrained')
+    info = dict(init=None, teacher=dict(path='teacher.pth', sha256=v3.sha256(tmp_path / 'teacher.pth')))
+    v3.verify_checkpoints(info, str(tmp_path))
+    (tmp_path / 'teacher.pth').write_bytes(b'retrained again')
+    with pytest.raises(SystemExit, match='refusing to pair'):
+        v3.verify_checkpoints(info, str(tmp_path))
+
+
+def test_v3_time_matched_control_is_planned_only_for_a_gain(tmp_path):
+    args = _v3_args(tmp_path, '--tasks', 'cls', '--seeds', '0', '1', '2')
+    for seed in range(3):
+        _v3_write(args, ('cls', 'stage2', 'student', seed, ''), test=80.0 + seed,
+                  train_time_s=30.0, schedule=dict(iters=150))
+        _v3_write(args, ('cls', 'stage2', 'tat', seed, ''), test=82.0 + seed, train_time_s=60.0)
+        _v3_write(args, ('cls', 'stage2', 'fitnet', seed, ''), test=80.0 + (-1) ** seed)
+    timed = [r for r in v3.plan(args) if r[1] == 'time']
+    assert timed == [('cls', 'time', 'tat', s, '300') for s in range(3)]  # 60 s / (30 s / 150)
+    table = v3.summarize(args.results, seeds=(0, 1, 2))
+    row = next(line for line in table.splitlines() if line.startswith('| + TaT |'))
+    assert '+2.00 [+2.00, +2.00]' in row

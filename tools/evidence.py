@@ -2,6 +2,7 @@
 
     python tools/evidence.py [--tasks seg cls det] [--seeds 0 1 2 3 4] [--jobs 2]
     python tools/evidence.py --summarize          # tables from the committed result files
+    python tools/evidence.py --protocol v3 [--summarize]   # protocol v3 (tools/evidence_v3.py)
 
 The protocol (fixed in ``docs/evidence.md`` before any result was looked at): for each task, one
 student and two teachers -- ``r18`` (same family, 4x wider) and ``r50`` (deeper, bottleneck
@@ -33,6 +34,7 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 import demo  # noqa: E402  (tools/demo.py: one run = one MMEngine Runner)
+import evidence_v3  # noqa: E402  (protocol v3)
 
 TASKS = ('seg', 'cls', 'det')
 PAIRS = ('r18', 'r50')  # the teacher config of each pair: teacher.py, teacher_r50.py
@@ -440,9 +442,15 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=1,
                         help='torch CPU threads per run (default 1: on 2 cores, 2 runs x 1 '
                         'thread beat 1 run x 2 threads)')
-    parser.add_argument('--work-dir', default=osp.join(REPO, 'work_dirs', 'evidence'))
-    parser.add_argument('--results', default=osp.join(REPO, 'docs', 'evidence', 'results'),
-                        help='one JSON file per finished run (committed)')
+    parser.add_argument('--protocol', choices=('v1', 'v3'), default='v1',
+                        help='v1 (with its follow-ups and v2; default) or v3: the pretrained '
+                        'student, teachers on the whole train pool, compute-matched control '
+                        '(tools/evidence_v3.py)')
+    parser.add_argument('--work-dir', default=None,
+                        help='default: work_dirs/evidence (v1), work_dirs/evidence_v3 (v3)')
+    parser.add_argument('--results', default=None,
+                        help='one JSON file per finished run (committed); default: '
+                        'docs/evidence/results (v1), docs/evidence/v3 (v3)')
     parser.add_argument('--summarize', action='store_true', help='print the tables and exit')
     parser.add_argument('--attention-stats', action='store_true',
                         help='how peaked the trained TaT attention of the finished runs is')
@@ -454,14 +462,33 @@ def parse_args(argv=None):
                         help='split of the --summarize tables (default: test)')
     parser.add_argument('--run-one', nargs=4, metavar=('TASK', 'PAIR', 'METHOD', 'SEED'),
                         help=argparse.SUPPRESS)
+    parser.add_argument('--run-one-v3', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.work_dir = osp.abspath(args.work_dir)
-    args.results = osp.abspath(args.results)
+    v3 = args.protocol == 'v3'
+    args.work_dir = osp.abspath(args.work_dir or osp.join(
+        REPO, 'work_dirs', 'evidence_v3' if v3 else 'evidence'))
+    args.results = osp.abspath(args.results or osp.join(
+        REPO, 'docs', 'evidence', 'v3' if v3 else 'results'))
+    if v3 and args.tasks == list(TASKS):
+        args.tasks = list(evidence_v3.TASKS)
     return args
+
+
+def main_v3(args) -> None:
+    if args.summarize:
+        print(evidence_v3.summarize(args.results, args.split, args.seeds))
+    elif args.run_one_v3:
+        task, kind, method, seed, *arg = args.run_one_v3
+        evidence_v3.run_one((task, kind, method, int(seed), arg[0] if arg else ''), args)
+    else:
+        evidence_v3.schedule(args, osp.abspath(__file__))
+        print(evidence_v3.summarize(args.results, 'test', args.seeds))
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.protocol == 'v3':
+        return main_v3(args)
     if args.summarize:
         print(summarize(args.results, args.split))
     elif args.attention_stats:

@@ -24,6 +24,7 @@ from .dafa_step import dafa_train_step, find_dafa_losses
 from .feature_tap import (FeatureTap, TapGroup, TapsComplete, feature_layout_hint,
                           rank_mismatch_message)
 from .preprocessing import build_teacher_preprocessing
+from .student_checkpoint import load_plain_student_state
 from .teacher import build_teacher, parse_teacher_dtype, resolve_model_config
 from .token_to_map import split_tokens_option
 
@@ -283,6 +284,8 @@ class BaseDistiller(BaseModel):
             self._register_state_dict_hook(_add_teacher_state)
         # Always accept `teacher.*` keys (a checkpoint written with save_teacher=True).
         self._register_load_state_dict_pre_hook(self._load_teacher_state)
+        # A plain student checkpoint (`load_from` of a pretrained student) loads into the student.
+        self.register_load_state_dict_pre_hook(load_plain_student_state)
         self.pairs = nn.ModuleList()
         student_taps, teacher_taps = {}, {}
         if not distill:
