@@ -114,6 +114,7 @@ def test_v3_plan_order_and_dependencies(tmp_path):
     args = _v3_args(tmp_path, '--seeds', '0', '1')
     runs = v3.plan(args)
     assert args.tasks == ['cls', 'det', 'seg'] and runs[0] == ('seg', 'teacher', 'teacher', 0, '')
+    assert runs[1:3] == [('cls', 'teacher', 'teacher', 0, ''), ('cls', 'stage1', 'student', 0, '')]
     assert ('det', 'stage2', 'kd', 0, '') not in runs  # RetinaNet: no softmax KD, as in v1
     assert len([r for r in runs if r[1] == 'stage2']) == 2 * (5 + 4 + 5)
     assert not any(r[1] == 'time' for r in runs)

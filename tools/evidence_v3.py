@@ -102,11 +102,14 @@ def time_matched_iters(results: str, task: str, method: str, seeds) -> int:
 def plan(args) -> list:
     """Every run of the protocol in priority order (time-matched runs once their method's cells
     show a gain), as ``(task, kind, method, seed, arg)`` tuples."""
-    runs = [(t, 'teacher', 'teacher', 0, '') for t in sorted(args.tasks, key=('seg', 'det', 'cls').index)]
-    runs += [(t, 'stage1', 'student', s, '') for t in args.tasks for s in args.seeds]
-    runs += [(t, 'lr', 'student', 0, f) for t in args.tasks for f in LR_FACTORS]
+    # The seg teacher (the longest run) first, beside the first task's chain; then task by task
+    # (cls, det, seg): its teacher, stage 1, the lr runs, stage 2 seed-major.
+    runs = [('seg', 'teacher', 'teacher', 0, '')] if 'seg' in args.tasks else []
     for task in args.tasks:
         methods = [m for m in METHODS if (task, m) not in SKIP]
+        runs += [(task, 'teacher', 'teacher', 0, '')] if task != 'seg' else []
+        runs += [(task, 'stage1', 'student', s, '') for s in args.seeds]
+        runs += [(task, 'lr', 'student', 0, f) for f in LR_FACTORS]
         runs += [(task, 'stage2', m, s, '') for s in args.seeds for m in methods]
     for task in args.tasks:
         for method in [m for m in METHODS[1:] if (task, m) not in SKIP]:
