@@ -26,3 +26,8 @@ optim_wrapper = dict(constructor='DAFAOptimWrapperConstructor',
 param_scheduler = dict(_delete_=True, model={{_base_.param_scheduler}}, dafa=[])
 # tools/dist_train.sh: DDP whose train_step is DAFA's bi-level step (ignored on one process).
 model_wrapper_cfg = dict(type='DAFADistributedDataParallel')
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

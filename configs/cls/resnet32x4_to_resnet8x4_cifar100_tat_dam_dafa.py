@@ -20,3 +20,8 @@ model = dict(distill=[
                       dam=dict(num_classes=100), topk=8, dam_loss_weight=1.0)),
          ]),
 ])
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

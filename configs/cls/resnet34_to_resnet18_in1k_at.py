@@ -14,3 +14,8 @@ model = dict(
         dict(student=f'backbone.layer{i}', teacher=f'backbone.layer{i}',
              losses=[dict(type='ATLoss', p=2.0, loss_weight=500.0)]) for i in (1, 2, 3, 4)
     ])
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

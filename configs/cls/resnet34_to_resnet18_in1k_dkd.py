@@ -15,3 +15,8 @@ model = dict(
         dict(student='head.fc', teacher='head.fc',
              losses=[dict(type='DKDLoss', alpha=1.0, beta=0.5, temperature=1.0)]),
     ])
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

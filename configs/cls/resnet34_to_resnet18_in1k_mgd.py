@@ -17,3 +17,8 @@ model = dict(
                       mask_type='channel', lambda_mgd=0.15, loss_weight=7e-5),
              ]),
     ])
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

@@ -12,3 +12,8 @@ model = dict(distill=[
     dict(student='neck', teacher='neck', index=[0, 1, 2, 3],
          losses=[dict(type='PKDLoss', student_channels=256, teacher_channels=256, loss_weight=6.0)]),
 ])
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

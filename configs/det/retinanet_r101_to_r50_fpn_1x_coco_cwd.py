@@ -11,3 +11,8 @@ model = dict(distill=[
     dict(student='neck', teacher='neck', index=[0, 1, 2, 3, 4],
          losses=[dict(type='ChannelWiseDivergenceLoss', tau=1.0, loss_weight=10.0)]),
 ])
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

@@ -21,3 +21,8 @@ model = dict(
         dict(student='decode_head.conv_seg', teacher='decode_head.conv_seg',
              losses=[dict(type='KDLoss', temperature=1.0, loss_weight=1.0)]),
     ])
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

@@ -25,3 +25,8 @@ model = dict(
              losses=[dict(type='FitNetLoss', student_channels=512, teacher_channels=512,
                           connector='conv1x1', loss_weight=0.1)]),
     ])
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

@@ -30,3 +30,8 @@ model = dict(
                       dam=dict(num_classes=1, init_size=8.0), topk=16, dam_loss_weight=1.0),
              ]),
     ])
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

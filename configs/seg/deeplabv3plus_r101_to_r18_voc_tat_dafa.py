@@ -22,3 +22,8 @@ optim_wrapper = dict(constructor='DAFAOptimWrapperConstructor',
                      dafa=dict(optimizer=dict(type='Adam', lr=0.005, betas=(0.5, 0.999))))
 param_scheduler = dict(_delete_=True, model={{_base_.param_scheduler}}, dafa=[])
 model_wrapper_cfg = dict(type='DAFADistributedDataParallel')
+
+# Distillation health: the teacher scored on val before training (a chance-level teacher stops
+# the run), gradient shares and TaT / DAM / DAFA statistics every 50 iterations, warnings with
+# what to change (docs/distill_health.md).
+custom_hooks = [dict(type='DistillHealthHook')]

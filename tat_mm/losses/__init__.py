@@ -35,3 +35,6 @@ __all__ += ['HierarchicalTaTLoss']
 from .dafa_distill_loss import DAFADistillLoss  # noqa: E402
 
 __all__ += ['DAFADistillLoss']
+from .loss_statistics import ReportsStatistics, record_statistics  # noqa: E402
+
+__all__ += ['ReportsStatistics', 'record_statistics']

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 
 from .feature_loss_utils import BaseFeatureLoss, weighted_mse
+from .loss_statistics import SCALAR_TERM, ReportsStatistics
 from .tat_attention import build_tat_embeddings, check_temperature, tat_attention
 from .tat_loss import flatten_hw
 
@@ -34,7 +35,7 @@ def anchor_pool(x: torch.Tensor, pool_size: int) -> torch.Tensor:
 
 def anchor_point_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, target: torch.Tensor,
                      weight: Optional[torch.Tensor], pool_size: int,
-                     temperature: float = 1.0) -> torch.Tensor:
+                     temperature: float = 1.0, statistics: Optional[dict] = None) -> torch.Tensor:
     """Anchor-point TaT on already embedded maps: pool everything, full TaT, weighted MSE.
 
     Args:
@@ -46,6 +47,8 @@ def anchor_point_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
             None.
         pool_size (int): pooling kernel and stride k.
         temperature (float): attention softmax temperature. Defaults to 1.0 (the paper).
+        statistics (dict, optional): Filled with the attention's statistics (see
+            :func:`tat_attention`). Defaults to None.
 
     Returns:
         torch.Tensor: scalar weighted MSE over the anchors.
@@ -53,12 +56,13 @@ def anchor_point_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     def pooled(x: torch.Tensor) -> torch.Tensor:
         return flatten_hw(anchor_pool(x, pool_size))
 
-    rebuilt = tat_attention(pooled(query), pooled(key), pooled(value), temperature=temperature)
+    rebuilt = tat_attention(pooled(query), pooled(key), pooled(value), temperature=temperature,
+                            statistics=statistics)
     return weighted_mse(rebuilt, pooled(target), None if weight is None else pooled(weight))
 
 
 @MODELS.register_module()
-class AnchorPointTaTLoss(BaseFeatureLoss):
+class AnchorPointTaTLoss(ReportsStatistics, BaseFeatureLoss):
     """Full TaT (Eq. 7) over anchors obtained by k x k average pooling with stride k.
 
     gamma / theta / phi embed the full maps, then query, key, value, the teacher and the weight are
@@ -112,6 +116,10 @@ class AnchorPointTaTLoss(BaseFeatureLoss):
 
     def compute_loss(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
                      weight: Optional[torch.Tensor]) -> torch.Tensor:
-        return anchor_point_tat(self.query_embed(student_feat), self.key_embed(teacher_feat),
+        statistics = {} if self.record_statistics else None  # see ReportsStatistics
+        loss = anchor_point_tat(self.query_embed(student_feat), self.key_embed(teacher_feat),
                                 self.value_embed(student_feat), teacher_feat, weight, self.pool_size,
-                                self.temperature)
+                                self.temperature, statistics)
+        if statistics is not None:
+            self._keep_statistics({SCALAR_TERM: statistics})
+        return loss

@@ -19,18 +19,27 @@ hold several losses, e.g. TaT with DAFA next to a plain KD), and its log keys sa
 import contextlib
 import copy
 import inspect
+import math
 from typing import Dict, Optional, Sequence, Union
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
 
 from .feature_loss_utils import teacher_graph_kept
+from .loss_statistics import SCALAR_TERM, ReportsStatistics
 
 
 @MODELS.register_module()
-class DAFADistillLoss(nn.Module):
+class DAFADistillLoss(ReportsStatistics, nn.Module):
     """A feature loss fed with the DAFA-augmented teacher feature.
+
+    With ``record_statistics`` on (:mod:`tat_mm.losses.loss_statistics`), ``last_statistics``
+    holds the wrapped loss's statistics and, on its first term, ``dafa_policy_entropy``: the
+    entropy of the sub-policy selection probabilities divided by its maximum ``log(n)`` (1: all
+    ``n`` sub-policies equally likely, as at the start; 0: one sub-policy).
 
     Args:
         feature_loss (dict): Config of the wrapped loss (any loss with
@@ -105,4 +114,17 @@ class DAFADistillLoss(nn.Module):
             out = self.feature_loss(student_feat, teacher_feat, **extra)
         if self.record:
             self.recorded = sum(out.values()) if isinstance(out, dict) else out
+        if self.record_statistics:
+            statistics = dict(getattr(self.feature_loss, 'last_statistics', {}))
+            first = next(iter(out)) if isinstance(out, dict) else SCALAR_TERM
+            statistics[first] = dict(statistics.get(first, {}),
+                                     dafa_policy_entropy=self.policy_entropy())
+            self._keep_statistics(statistics)
         return out
+
+    @torch.no_grad()
+    def policy_entropy(self) -> Tensor:
+        """Normalised entropy of the sub-policy selection, ``H(softmax(logits)) / log(n)``."""
+        log_p = F.log_softmax(self.search.selection_logits.float(), dim=0)
+        n = log_p.numel()
+        return -(log_p.exp() * log_p).sum() / (math.log(n) if n > 1 else 1.0)

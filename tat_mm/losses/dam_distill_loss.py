@@ -32,13 +32,20 @@ from torch import Tensor
 
 from ..modules.area_extraction import MASK_MODES, extract_areas
 from ..modules.centernet_target import centernet_loss, centernet_targets
+from .loss_statistics import SCALAR_TERM, ReportsStatistics
 
 AREA_SOURCES = ('student', 'teacher', 'union', 'intersection', 'all')
 
 
 @MODELS.register_module()
-class DAMDistillLoss(nn.Module):
+class DAMDistillLoss(ReportsStatistics, nn.Module):
     """Feature loss restricted to the areas found by SoKD's DAM.
+
+    With ``record_statistics`` on (:mod:`tat_mm.losses.loss_statistics`), ``last_statistics``
+    holds, for ``loss_dam``, the fractions of the map covered by the student's and the teacher's
+    areas and by both (``dam_area_student``, ``dam_area_teacher``, ``dam_area_overlap``) and by the
+    mask the feature loss gets (``dam_area_mask``, not with ``area_source='all'``); and, for the
+    ``loss_feat*`` terms, the wrapped loss's own statistics.
 
     Args:
         feature_loss (dict): Config of the wrapped feature loss (any loss with
@@ -193,6 +200,8 @@ class DAMDistillLoss(nn.Module):
                 centernet_loss(t_dam, targets).values())
 
         mask = self.compute_mask(s_dam, t_dam)
+        if self.record_statistics:
+            statistics = dict(loss_dam=self._area_statistics(s_dam, t_dam, mask))
         if weight is not None:
             if weight.shape != mask.shape:
                 raise ValueError(f'weight must be {tuple(mask.shape)}, got {tuple(weight.shape)}')
@@ -213,4 +222,23 @@ class DAMDistillLoss(nn.Module):
                 losses[f'loss_feat_{suffix}'] = term * keep
         else:
             losses['loss_feat'] = loss_feat * keep
+        if self.record_statistics:
+            for term, stats in getattr(self.feature_loss, 'last_statistics', {}).items():
+                # the wrapped loss's terms under the names this loss returns them
+                suffix = '' if term == SCALAR_TERM else '_' + term[len('loss_'):]
+                statistics[f'loss_feat{suffix}'] = stats
+            self._keep_statistics(statistics)
         return losses
+
+    @torch.no_grad()
+    def _area_statistics(self, s_dam: Dict[str, Tensor], t_dam: Dict[str, Tensor],
+                         mask: Tensor) -> Dict[str, Tensor]:
+        """Fractions of the map inside the student's, the teacher's and both areas, and inside
+        the feature loss's mask."""
+        student = self._areas(s_dam)['mask'] > 0
+        teacher = self._areas(t_dam)['mask'] > 0
+        stats = dict(dam_area_student=student.float().mean(), dam_area_teacher=teacher.float().mean(),
+                     dam_area_overlap=(student & teacher).float().mean())
+        if self.area_source != 'all':
+            stats['dam_area_mask'] = (mask > 0).float().mean()
+        return stats

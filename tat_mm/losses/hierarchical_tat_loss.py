@@ -7,13 +7,14 @@ from mmengine.registry import MODELS
 
 from .anchor_point_tat_loss import anchor_point_tat, check_pool_fits, check_pool_size
 from .feature_loss_utils import BaseFeatureLoss
+from .loss_statistics import ReportsStatistics
 from .patch_group_tat_loss import (IntPair, check_patch_layout_fits, parse_patch_layout, patch_grid,
                                    patch_group_tat)
 from .tat_attention import build_tat_embeddings, check_temperature
 
 
 @MODELS.register_module()
-class HierarchicalTaTLoss(BaseFeatureLoss):
+class HierarchicalTaTLoss(ReportsStatistics, BaseFeatureLoss):
     """Patch-group + anchor-point TaT sharing one set of embeddings, as the authors train segmentation.
 
     The paper's segmentation objective (Eq. 10) is ``alpha * L_CE + delta * L^P_TaT + zeta * L^A_TaT``.
@@ -97,9 +98,13 @@ class HierarchicalTaTLoss(BaseFeatureLoss):
         key = self.key_embed(teacher_feat)
         value = self.value_embed(student_feat)
         patch, grid = self.patch_grid(*teacher_feat.shape[2:])
+        # Attention statistics of each term, only while recording (see ReportsStatistics).
+        patch_stats, anchor_stats = ({}, {}) if self.record_statistics else (None, None)
         patch_term = patch_group_tat(query, key, value, teacher_feat, weight, patch, grid, self.group_size,
-                                     self.temperature)
+                                     self.temperature, patch_stats)
         anchor_term = anchor_point_tat(query, key, value, teacher_feat, weight, self.pool_size,
-                                       self.temperature)
+                                       self.temperature, anchor_stats)
+        if self.record_statistics:
+            self._keep_statistics(dict(loss_tat_pg=patch_stats, loss_tat_ap=anchor_stats))
         return dict(loss_tat_pg=self.patch_weight * patch_term,
                     loss_tat_ap=self.anchor_weight * anchor_term)

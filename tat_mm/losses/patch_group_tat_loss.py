@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 
 from .feature_loss_utils import BaseFeatureLoss, weighted_mse
+from .loss_statistics import SCALAR_TERM, ReportsStatistics
 from .tat_attention import build_tat_embeddings, check_temperature, tat_attention
 
 IntPair = Union[int, Tuple[int, int]]
@@ -90,7 +91,8 @@ def group_patches(x: torch.Tensor, patch: Tuple[int, int], grid: Tuple[int, int]
 
 def patch_group_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, target: torch.Tensor,
                     weight: Optional[torch.Tensor], patch: Tuple[int, int], grid: Tuple[int, int],
-                    group_size: int, temperature: float = 1.0) -> torch.Tensor:
+                    group_size: int, temperature: float = 1.0,
+                    statistics: Optional[dict] = None) -> torch.Tensor:
     """Patch-group TaT on already embedded maps (steps 2-5 of :class:`PatchGroupTaTLoss`).
 
     Args:
@@ -103,6 +105,8 @@ def patch_group_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
         grid (tuple[int, int]): patch rows and columns, padding included.
         group_size (int): patches per group g.
         temperature (float): attention softmax temperature. Defaults to 1.0 (the paper).
+        statistics (dict, optional): Filled with the attention's statistics (see
+            :func:`tat_attention`). Defaults to None.
 
     Returns:
         torch.Tensor: scalar weighted MSE.
@@ -123,7 +127,7 @@ def patch_group_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     # Channel-concatenate the g patches of a group: (B, G, N, g*C); the batch and the groups are
     # independent attention problems, as (batch, heads) of the attention kernel.
     rebuilt = tat_attention(to_groups(query).flatten(3), to_groups(key).flatten(3),
-                            to_groups(value).flatten(3), key_mask, temperature)
+                            to_groups(value).flatten(3), key_mask, temperature, statistics)
     rebuilt = rebuilt.view(target_groups.shape)
     if weight is None and not (spatial_pad or group_pad):
         return weighted_mse(rebuilt, target_groups)
@@ -133,7 +137,7 @@ def patch_group_tat(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
 
 
 @MODELS.register_module()
-class PatchGroupTaTLoss(BaseFeatureLoss):
+class PatchGroupTaTLoss(ReportsStatistics, BaseFeatureLoss):
     """TaT inside groups of patches (patch-group distillation, L^P_TaT).
 
     1. gamma / theta / phi embed the *full* student / teacher maps first (BN statistics over whole maps,
@@ -205,6 +209,10 @@ class PatchGroupTaTLoss(BaseFeatureLoss):
     def compute_loss(self, student_feat: torch.Tensor, teacher_feat: torch.Tensor,
                      weight: Optional[torch.Tensor]) -> torch.Tensor:
         patch, grid = self.patch_grid(*teacher_feat.shape[2:])
-        return patch_group_tat(self.query_embed(student_feat), self.key_embed(teacher_feat),
+        statistics = {} if self.record_statistics else None  # see ReportsStatistics
+        loss = patch_group_tat(self.query_embed(student_feat), self.key_embed(teacher_feat),
                                self.value_embed(student_feat), teacher_feat, weight, patch, grid,
-                               self.group_size, self.temperature)
+                               self.group_size, self.temperature, statistics)
+        if statistics is not None:
+            self._keep_statistics({SCALAR_TERM: statistics})
+        return loss

@@ -6,6 +6,7 @@ import torch
 from mmengine.registry import MODELS
 
 from .feature_loss_utils import BaseFeatureLoss, weighted_mse
+from .loss_statistics import SCALAR_TERM, ReportsStatistics
 from .tat_attention import build_tat_embeddings, check_temperature, tat_attention
 
 
@@ -15,7 +16,7 @@ def flatten_hw(x: torch.Tensor) -> torch.Tensor:
 
 
 @MODELS.register_module()
-class TaTLoss(BaseFeatureLoss):
+class TaTLoss(ReportsStatistics, BaseFeatureLoss):
     """Parametric Target-aware Transformer loss over the full map.
 
     With ``f_s``, ``f_t`` the (B, N, C) flattened features (N = H*W) and gamma / theta / phi the query /
@@ -37,7 +38,9 @@ class TaTLoss(BaseFeatureLoss):
     keep their roles (gamma on the student, theta on the teacher, phi the values); only which side is
     the attention query changes. Non-parametric TaT is all three embeddings ``'identity'`` (Cs == Ct).
 
-    The N x N matrix is never materialised (see :func:`tat_attention`).
+    The N x N matrix is never materialised (see :func:`tat_attention`). With
+    ``record_statistics`` on, ``last_statistics`` holds the attention's ``attn_max`` and
+    ``attn_entropy`` (:func:`attention_statistics`; see :mod:`tat_mm.losses.loss_statistics`).
 
     ``weight`` (B, 1, H, W) weights each position of the MSE:
     ``sum(w * d^2) / (Ct * sum(w))`` over all positions and channels, so all-ones weight equals the
@@ -79,6 +82,10 @@ class TaTLoss(BaseFeatureLoss):
         value = flatten_hw(self.value_embed(student_feat))
         if self.transposed:
             query, key = key, query
-        rebuilt = tat_attention(query, key, value, temperature=self.temperature)
+        statistics = {} if self.record_statistics else None
+        rebuilt = tat_attention(query, key, value, temperature=self.temperature,
+                                statistics=statistics)
+        if statistics is not None:
+            self._keep_statistics({SCALAR_TERM: statistics})
         return weighted_mse(rebuilt, flatten_hw(teacher_feat),
                             None if weight is None else flatten_hw(weight))

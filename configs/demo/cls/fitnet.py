@@ -15,4 +15,8 @@ model = dict(
                           loss_weight=0.2)]),
     ])
 # Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
-custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=300)]
+custom_hooks = [
+    dict(type='DemoTeacherCheckHook', min_iters=300),
+    # teacher scored on val, gradient shares, warnings (docs/distill_health.md)
+    dict(type='DistillHealthHook'),
+]

@@ -15,4 +15,8 @@ model = dict(
              losses=[dict(type='KDLoss', temperature=4.0, loss_weight=1.0)]),
     ])
 # Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it).
-custom_hooks = [dict(type='DemoTeacherCheckHook', min_iters=300)]
+custom_hooks = [
+    dict(type='DemoTeacherCheckHook', min_iters=300),
+    # teacher scored on val, gradient shares, warnings (docs/distill_health.md)
+    dict(type='DistillHealthHook'),
+]

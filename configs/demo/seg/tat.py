@@ -23,6 +23,8 @@ model = dict(
 # Refuse a --quick or under-trained demo teacher (tools/demo.py writes its record beside it);
 custom_hooks = [
     dict(type='DemoTeacherCheckHook', min_iters=600),
+    # teacher scored on val, gradient shares, warnings (docs/distill_health.md)
+    dict(type='DistillHealthHook'),
     # TaT attention of fixed val pixels / DAM's areas, every 100 iterations, through the
     # visualizer (PNGs in <work_dir>/<timestamp>/vis_data/vis_image/, or TensorBoard / W&B).
     dict(type='DistillVisualizationHook', interval=100, num_images=2),
