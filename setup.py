@@ -1,27 +1,20 @@
-from setuptools import find_packages, setup
+"""Build settings that pyproject.toml cannot express (the metadata is in pyproject.toml).
 
+setuptools writes ``build/`` and ``tat_mm.egg-info/`` into the source tree while it builds a
+wheel; here they go to a temporary folder that is deleted when the build ends, so ``pip install
+.``, ``pip install -e .`` and ``pip wheel .`` leave a checkout as it was.
+"""
+import atexit
+import os.path as osp
+import shutil
+import tempfile
 
-def read_version():
-    scope = {}
-    with open('tat_mm/version.py') as f:
-        exec(f.read(), scope)
-    return scope['__version__']
+from setuptools import setup
 
+_scratch = tempfile.mkdtemp(prefix='tat_mm-build-')
+atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
 
-def read_requirements(path):
-    with open(path) as f:
-        return [line.split('#')[0].strip() for line in f if line.split('#')[0].strip()]
-
-
-setup(
-    name='tat_mm',
-    version=read_version(),
-    description='Target-aware Transformer (TaT) and SoKD distillation for OpenMMLab',
-    long_description=open('README.md').read() if __import__('os').path.exists('README.md') else '',
-    long_description_content_type='text/markdown',
-    packages=find_packages(include=['tat_mm', 'tat_mm.*']),
-    python_requires='>=3.9',
-    install_requires=read_requirements('requirements/runtime.txt'),
-    extras_require={'tests': read_requirements('requirements/tests.txt')},
-    license='Apache-2.0',
-)
+setup(options={
+    'build': {'build_base': osp.join(_scratch, 'build')},
+    'egg_info': {'egg_base': _scratch},
+})

@@ -23,9 +23,28 @@ test in ``tests/test_compat.py`` that fails without it.
    (DDP rejects device ids for CPU modules). Without CUDA, the fix skips ``set_device``, uses
    'gloo' where the config asks for 'nccl' (which cannot run without CUDA), and drops
    ``device_ids`` for CPU modules. With CUDA nothing changes.
+4. ``tat_mm::`` configs (tests: ``tests/test_install.py``). MMEngine resolves ``pkg::path`` in
+   ``_base_`` only for the packages of its fixed table (``MODULE2PACKAGE`` in
+   ``mmengine/config/utils.py``: ``AssertionError: mmengine does not support to load tat_mm
+   config``), then reads ``<package>/.mim/configs/path``. The fix adds ``tat_mm`` to that table,
+   so ``_base_ = ['tat_mm::seg/deeplabv3plus_r101_to_r18_voc_tat.py']`` works wherever tat_mm is
+   imported before the config is parsed (tat_mm's tools, a script that imports it; the upstream
+   ``tools/train.py`` parses first: see :mod:`tat_mm.configs`). And MMEngine's
+   ``get_installed_path`` answers ``<site-packages>/<name>`` for any distribution it finds, which
+   does not exist for an editable install (pip's PEP 660 ``-e .``: the package stays in the
+   checkout); where that answer is not a folder and the package is importable, the fix answers
+   the folder it is imported from. Unchanged for every package MMEngine already resolved.
+   Last, MMEngine gives every top-level dict with a ``type`` inherited from ``pkg::`` the scope
+   ``_scope_='pkg'``: right for ``mmseg::``, wrong for ``tat_mm::`` (tat_mm has no registry
+   scope; its configs carry their own ``default_scope`` and their bases' scopes), where the
+   runner then looked for ``SegDistiller`` in a ``tat_mm`` registry. ``tat_mm::`` bases get none.
 """
 import functools
+import importlib.util
+import os
+import sys
 import types
+from typing import Callable
 
 import torch
 
@@ -105,7 +124,63 @@ def patch_mmengine_cpu_distributed() -> bool:
     return True
 
 
+def _resolving_editable_installs(get_installed_path: Callable[[str], str]) -> Callable[[str], str]:
+    """``get_installed_path`` that falls back to where ``package`` is imported from."""
+    if getattr(get_installed_path, _PATCHED_ATTR, False):
+        return get_installed_path
+
+    @functools.wraps(get_installed_path)
+    def installed_path(package: str) -> str:
+        try:
+            path = get_installed_path(package)
+        except Exception:  # noqa: BLE001 - not a distribution: only the import location is left
+            path = None
+        if path is None or not os.path.isdir(path):
+            spec = importlib.util.find_spec(package)
+            if spec is not None and spec.origin is not None:
+                return os.path.dirname(spec.origin)
+            if path is None:
+                return get_installed_path(package)  # MMEngine's own error
+        return path
+
+    setattr(installed_path, _PATCHED_ATTR, True)
+    return installed_path
+
+
+def patch_mmengine_config_scope() -> bool:
+    """Let ``tat_mm::path`` resolve in configs, also from an editable install.
+
+    Returns:
+        bool: True if MMEngine is installed and is now patched (also when it already was).
+    """
+    try:
+        import mmengine.utils
+        from mmengine.config import config as mmengine_config
+        from mmengine.config import utils as config_utils
+        from mmengine.utils import package_utils
+    except ImportError:
+        return False
+    config_utils.MODULE2PACKAGE.setdefault('tat_mm', 'tat_mm')
+    get_cfg_path = mmengine_config.Config._get_cfg_path
+    if not getattr(get_cfg_path, _PATCHED_ATTR, False):
+
+        @functools.wraps(get_cfg_path)
+        def get_cfg_path_without_tat_mm_scope(cfg_path: str, filename: str):
+            path, scope = get_cfg_path(cfg_path, filename)
+            return path, (None if scope == 'tat_mm' else scope)
+
+        setattr(get_cfg_path_without_tat_mm_scope, _PATCHED_ATTR, True)
+        mmengine_config.Config._get_cfg_path = staticmethod(get_cfg_path_without_tat_mm_scope)
+    modules = [mmengine.utils, package_utils, mmengine_config]
+    if 'mmengine.hub.hub' in sys.modules:  # imported later, it takes the patched mmengine.utils'
+        modules.append(sys.modules['mmengine.hub.hub'])
+    for module in modules:
+        module.get_installed_path = _resolving_editable_installs(module.get_installed_path)
+    return True
+
+
 def apply_all() -> None:
     """Apply every compatibility fix (called by ``import tat_mm``)."""
     patch_mmengine_checkpoint_loading()
     patch_mmengine_cpu_distributed()
+    patch_mmengine_config_scope()

@@ -366,7 +366,7 @@ def run_task(task: str, args, progress) -> dict:
     result['total_time_s'] = time.time() - task_start
 
     if not args.no_figures:
-        from tat_mm.visualization.demo_figures import make_task_figures
+        from tat_mm.demo.figures import make_task_figures
         t0 = time.time()
         try:
             files = make_task_figures(task, args.work_dir, osp.join(args.work_dir, 'figures'))

@@ -326,7 +326,7 @@ def attention_stats(args, num_images: int = 32) -> str:
     import torch.nn.functional as F
     torch.set_num_threads(args.threads)
     import tat_mm  # noqa: F401
-    from tat_mm.visualization.demo_figures import _features, _preprocess, build_model, val_samples
+    from tat_mm.demo.figures import _features, _preprocess, build_model, val_samples
     lines = ['| task | teacher | seed | T | N keys | mean max weight (uniform) | mean H / log N |',
              '|---|---|---|---|---|---|---|']
     for task in args.tasks:
@@ -366,7 +366,7 @@ def plateau_stats(args, threshold: float = 1.25) -> str:
     """Seg: when each run's training cross-entropy first fell below ``threshold`` (the
     all-background solution sits at about 1.40 on these canvases), and its final value, from the
     runs' own logs (``vis_data/scalars.json``, every 25 iterations)."""
-    from tat_mm.visualization.demo_figures import read_scalars
+    from tat_mm.demo.figures import read_scalars
     lines = ['| teacher | method | ' + ' | '.join(f'seed {k}' for k in args.seeds) + ' |',
              '|---|---|' + '---|' * len(args.seeds)]
     for pair in args.pairs:
@@ -395,7 +395,7 @@ def gradient_stats(args, num_images: int = 16) -> str:
     import torch
     torch.set_num_threads(args.threads)
     import tat_mm  # noqa: F401
-    from tat_mm.visualization.demo_figures import _preprocess, build_model, val_samples
+    from tat_mm.demo.figures import _preprocess, build_model, val_samples
     lines = ['| teacher | method | seed | task loss | distillation terms | '
              '\\|g distill\\| / \\|g task\\| | cos(g distill, g task) |',
              '|---|---|---|---|---|---|---|']

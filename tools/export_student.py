@@ -8,12 +8,19 @@ Writes two files that plain mmseg / mmdet / mmpretrain use with no tat_mm import
   (classes, palette) is kept for the inference APIs;
 * ``DST`` with ``.py`` (e.g. ``student.py``, or ``--out-config``): the training config with the
   student as ``model``, for ``mmseg.apis.init_model(cfg, ckpt)``, ``mmdet.apis.init_detector``,
-  ``mmpretrain.get_model(cfg, pretrained=ckpt)`` and the libraries' ``tools/test.py``.
+  ``mmpretrain.get_model(cfg, pretrained=ckpt)`` and the libraries' ``tools/test.py``. What only
+  the distiller needs is dropped (its hooks, DAFA's optimizer constructor, scheduler split and
+  DDP wrapper), and so is ``custom_imports`` of tat_mm when nothing left names a tat_mm type; when
+  only the data does (the built-in digits datasets), tat_mm stays an optional import, so the
+  inference APIs build the model without tat_mm installed.
+
+The folders of both files are created if needed.
 
     python tools/export_student.py work_dirs/.../iter_40000.pth student.pth
 """
 import use_venv  # noqa: F401,I001  (first: re-runs this tool with ./.venv/bin/python if needed)
 import argparse
+import os
 import os.path as osp
 from collections import OrderedDict
 from typing import Any, Optional, Set
@@ -27,6 +34,8 @@ from tat_mm.checkpoint_loading import load_checkpoint_file
 from tat_mm.distill.teacher import resolve_model_config
 
 PREFIX = 'student.'
+#: tat_mm hooks that also work for a plain model; every other tat_mm hook needs the distiller.
+PLAIN_MODEL_HOOKS = ('RNGStateHook', )
 
 
 def plain(value: Any, where: str = 'meta') -> Any:
@@ -81,11 +90,41 @@ def types_in(node: Any) -> Set[str]:
     return found
 
 
+def drop_distiller_settings(cfg: Config, tat_mm_types: Set[str]) -> None:
+    """Remove, in place, the settings that only a tat_mm distiller uses.
+
+    The tat_mm hooks other than :data:`PLAIN_MODEL_HOOKS` (``DistillVisualizationHook``,
+    ``DemoTeacherCheckHook``, ...), DAFA's ``DAFAOptimWrapperConstructor`` (with its ``dafa``
+    optimizer), its scheduler split (``param_scheduler=dict(model=..., dafa=...)`` becomes the
+    model's schedulers) and ``DAFADistributedDataParallel``.
+
+    Args:
+        cfg (Config): The training config with the student as ``model``.
+        tat_mm_types (set[str]): The type names tat_mm registered.
+    """
+    hooks = cfg.get('custom_hooks')
+    if hooks:
+        cfg.custom_hooks = [h for h in hooks
+                            if h.get('type') not in tat_mm_types or h['type'] in PLAIN_MODEL_HOOKS]
+    optim_wrapper = cfg.get('optim_wrapper')
+    if optim_wrapper and optim_wrapper.get('constructor') in tat_mm_types:
+        optim_wrapper.pop('constructor')
+        optim_wrapper.pop('dafa', None)
+    schedulers = cfg.get('param_scheduler')
+    if isinstance(schedulers, dict) and 'model' in schedulers and 'type' not in schedulers:
+        cfg.param_scheduler = schedulers['model']
+    wrapper = cfg.get('model_wrapper_cfg')
+    if wrapper and wrapper.get('type') in tat_mm_types:
+        del cfg['model_wrapper_cfg']
+
+
 def student_config(distiller_cfg: Config) -> Config:
     """The training config with the distiller's student as ``model`` (plain mm* config).
 
-    ``tat_mm`` leaves ``custom_imports`` unless the config still names a tat_mm type (a built-in
-    dataset, hook or backbone); ``load_from`` and ``resume`` are cleared.
+    What only the distiller needs is dropped (:func:`drop_distiller_settings`); ``custom_imports``
+    of tat_mm goes when nothing left names a tat_mm type, becomes optional
+    (``allow_failed_imports=True``) when only the data or hooks do, and stays when the model does
+    (e.g. the CIFAR backbones); ``load_from`` and ``resume`` are cleared.
     """
     cfg = distiller_cfg.copy()
     distiller = cfg.model
@@ -95,11 +134,18 @@ def student_config(distiller_cfg: Config) -> Config:
     cfg.model = model
     cfg.load_from = None
     cfg.resume = False
+    tat_mm_types = tat_mm_type_names()
+    drop_distiller_settings(cfg, tat_mm_types)
     imports = cfg.get('custom_imports')
     if imports and 'tat_mm' in imports.get('imports', []):
-        needed = sorted(types_in(cfg.to_dict()) & tat_mm_type_names())
-        if needed:
-            print(f'The student config keeps custom_imports of tat_mm for {", ".join(needed)}.')
+        for_model = sorted(types_in(cfg.model) & tat_mm_types)
+        for_rest = sorted(types_in(cfg.to_dict()) & tat_mm_types)
+        if for_model:
+            print(f'The student config keeps custom_imports of tat_mm for {", ".join(for_model)}.')
+        elif for_rest:
+            print('The student config keeps tat_mm as an optional import (allow_failed_imports) '
+                  f'for {", ".join(for_rest)}: the model builds without tat_mm.')
+            cfg.custom_imports = dict(imports, allow_failed_imports=True)
         else:
             rest = [name for name in imports['imports'] if name != 'tat_mm']
             if rest:
@@ -142,8 +188,10 @@ def export_student(src: str, dst: str, out_config: Optional[str] = None,
     meta['cfg'] = cfg.pretty_text
     meta['exported_from'] = osp.abspath(src)
     meta = plain(meta)
-    torch.save({'meta': meta, 'state_dict': student}, dst)
     out_config = out_config or osp.splitext(dst)[0] + '.py'
+    for path in (dst, out_config):
+        os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    torch.save({'meta': meta, 'state_dict': student}, dst)
     cfg.dump(out_config)
     return len(student)
 

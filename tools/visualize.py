@@ -9,7 +9,7 @@ Per task, into ``<work-dir>/figures/`` (or ``--out``), each figure only if its r
 * ``<task>_predictions.png``    (c) teacher / student alone / TaT student on the same val images
 * ``<task>_loss_curves.png``    (d) training losses of every method (seed 0)
 
-See :mod:`tat_mm.visualization.demo_figures` for what exactly is drawn (and which attention row).
+See :mod:`tat_mm.demo.figures` for what exactly is drawn (and which attention row).
 """
 import use_venv  # noqa: F401,I001  (first: re-runs this tool with ./.venv/bin/python if needed)
 import argparse
@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument('--out', default=None, help='output folder (default: <work-dir>/figures)')
     args = parser.parse_args(argv)
     import tat_mm  # noqa: F401
-    from tat_mm.visualization.demo_figures import make_task_figures
+    from tat_mm.demo.figures import make_task_figures
     out = args.out or osp.join(args.work_dir, 'figures')
     for task in args.tasks:
         if not osp.isdir(osp.join(args.work_dir, task)):

@@ -85,7 +85,7 @@ class DistillVisualizationHook(Hook):
         task = self._task(model)
         if task is None or not hasattr(model, 'pairs'):
             return
-        from .demo_figures import attention_figure, dam_figure
+        from .distill_figures import attention_figure, dam_figure
         samples, images = self._val_batch(runner)
         was_training = model.training
         model.eval()

@@ -9,7 +9,7 @@ model = dict(
     _delete_=True,
     type='ClsDistiller',
     student={{_base_.model}},
-    teacher=dict(config='configs/demo/cls/teacher.py', checkpoint=teacher_checkpoint),
+    teacher=dict(config='{{fileDirname}}/teacher.py', checkpoint=teacher_checkpoint),
     distill=[
         dict(student='head.fc', teacher='head.fc',
              losses=[dict(type='KDLoss', temperature=4.0, loss_weight=1.0)]),

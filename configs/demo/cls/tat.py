@@ -9,7 +9,7 @@ model = dict(
     _delete_=True,
     type='ClsDistiller',
     student={{_base_.model}},
-    teacher=dict(config='configs/demo/cls/teacher.py', checkpoint=teacher_checkpoint),
+    teacher=dict(config='{{fileDirname}}/teacher.py', checkpoint=teacher_checkpoint),
     distill=[
         dict(student='backbone.layer4', teacher='backbone.layer4',
              losses=[dict(type='TaTLoss', student_channels=64, teacher_channels=256,

@@ -8,7 +8,7 @@ model = dict(
     _delete_=True,
     type='DetDistiller',
     student={{_base_.model}},
-    teacher=dict(config='configs/demo/det/teacher.py', checkpoint=teacher_checkpoint),
+    teacher=dict(config='{{fileDirname}}/teacher.py', checkpoint=teacher_checkpoint),
     distill=[
         dict(student='neck', teacher='neck', index=[0, 1],
              losses=[dict(type='FitNetLoss', student_channels=64, teacher_channels=128,

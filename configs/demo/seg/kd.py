@@ -10,7 +10,7 @@ model = dict(
     _delete_=True,
     type='SegDistiller',
     student={{_base_.model}},
-    teacher=dict(config='configs/demo/seg/teacher.py', checkpoint=teacher_checkpoint),
+    teacher=dict(config='{{fileDirname}}/teacher.py', checkpoint=teacher_checkpoint),
     distill=[
         dict(student='decode_head.conv_seg', teacher='decode_head.conv_seg',
              losses=[dict(type='KDLoss', temperature=1.0, loss_weight=1.0)]),

@@ -11,7 +11,7 @@ model = dict(
     _delete_=True,
     type='SegDistiller',
     student={{_base_.model}},
-    teacher=dict(config='configs/demo/seg/teacher.py', checkpoint=teacher_checkpoint),
+    teacher=dict(config='{{fileDirname}}/teacher.py', checkpoint=teacher_checkpoint),
     distill=[
         dict(student='decode_head.sep_bottleneck', teacher='decode_head.sep_bottleneck',
              losses=[
