@@ -85,7 +85,7 @@ def test_wheel_holds_the_library_every_config_and_its_twin(wheel):
         next(n for n in names if n.endswith('.dist-info/METADATA'))).decode()
     requires = [line.split(':', 1)[1].strip() for line in metadata.splitlines()
                 if line.startswith('Requires-Dist:') and 'extra ==' not in line]
-    never = ('torch', 'torchvision', 'mmcv', 'mmsegmentation', 'mmdet', 'mmpretrain')
+    never = ('torch', 'torchvision', 'mmengine', 'mmcv', 'mmsegmentation', 'mmdet', 'mmpretrain')
     assert not [r for r in requires if r.split('>')[0].split('=')[0].split('<')[0] in never]
 
 
