@@ -173,3 +173,59 @@ def test_upstream_train_script_trains_a_twin_from_the_installed_wheel(second_env
     # the run used the wheel's configs (the teacher's config is found beside the student's)
     dumped = (project / 'work_dirs' / 'seg' / 'distill_seg.py').read_text()
     assert osp.join(purelib, 'tat_mm', '.mim', 'configs', 'demo', 'seg', 'teacher.py') in dumped
+
+
+# ------------------------------------------------------------------ fix 4 of tat_mm/compat.py
+def _user_config(tmp_path, base):
+    path = tmp_path / 'user.py'
+    path.write_text(f'_base_ = [{base!r}]\n')
+    return str(path)
+
+
+def test_tat_mm_scope_fails_without_the_fix(tmp_path, monkeypatch):
+    """MMEngine's own table does not know tat_mm: the error users got before fix 4."""
+    import mmengine.config.utils
+    from mmengine.config import Config
+
+    import tat_mm  # noqa: F401
+    table = dict(mmengine.config.utils.MODULE2PACKAGE)
+    config = _user_config(tmp_path, 'tat_mm::demo/cls/student.py')
+    assert Config.fromfile(config).model.type == 'ImageClassifier'
+    table.pop('tat_mm')
+    monkeypatch.setattr(mmengine.config.utils, 'MODULE2PACKAGE', table)
+    with pytest.raises(AssertionError, match='mmengine does not support to load tat_mm config'):
+        Config.fromfile(config)
+
+
+def test_tat_mm_bases_build_in_their_own_scopes(tmp_path, monkeypatch):
+    """Without the fix MMEngine gives ``tat_mm::`` bases ``_scope_='tat_mm'``: the runner then
+    looks for the distiller in a registry that does not exist."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+
+    import tat_mm  # noqa: F401
+    config = _user_config(tmp_path, 'tat_mm::demo/cls/tat.py')
+    cfg = Config.fromfile(config)
+    assert cfg.model.type == 'ClsDistiller' and '_scope_' not in cfg.model
+    assert cfg.model.student.get('_scope_') == 'mmpretrain'  # its own base's, kept
+    monkeypatch.setattr(Config, '_get_cfg_path', staticmethod(Config._get_cfg_path.__wrapped__))
+    unfixed = Config.fromfile(config)
+    assert unfixed.model.get('_scope_') == 'tat_mm'
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        with pytest.raises(KeyError, match='ClsDistiller is not in the'):
+            MODELS.build(unfixed.model)
+
+
+def test_installed_path_of_an_editable_install(monkeypatch):
+    """MMEngine answers ``<site-packages>/tat_mm`` for a distribution it finds; the fix answers
+    where tat_mm is imported from when that folder does not exist (an editable install)."""
+    import mmengine.utils
+
+    import tat_mm
+    here = osp.dirname(tat_mm.__file__)
+    assert mmengine.utils.get_installed_path('tat_mm') == here
+    assert mmengine.utils.get_installed_path('mmseg') == osp.dirname(
+        __import__('mmseg').__file__)  # unchanged for the others
+    unfixed = mmengine.utils.get_installed_path.__wrapped__('tat_mm')
+    if unfixed != here:  # the set-up venv's editable install
+        assert not osp.isdir(unfixed)
