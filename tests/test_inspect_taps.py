@@ -143,3 +143,21 @@ def test_build_config_models_plain_model():
     assert models['teacher'] is None and type(models['student']).__name__ == 'EncoderDecoder'
     candidates, _, error = inspect_model(models['student'], 'mmseg', (64, 64), 'loss')
     assert error is None and any(c.name == 'decode_head.conv_seg' for c in candidates)
+
+
+@pytest.mark.parametrize('correct', [True, False])
+def test_validate_taps_on_a_cls_distiller(tmp_path, correct):
+    """validate_taps=True used to crash every ClsDistiller (`no attribute '_pass_gt_label'`)."""
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    cfg = dict(cls_distiller(tmp_path), validate_taps=SIZES['cls'])
+    cfg['distill'].append(dict(student='head.fc', teacher='head.fc', losses=[
+        dict(type='DKDLoss', name='dkd')]))  # takes gt_label
+    if not correct:
+        cfg['distill'][0]['losses'][0]['student_channels'] = 256  # the student gives 512
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        if correct:
+            distiller = CLS_MODELS.build(cfg)
+            assert distiller._pass_gt_label
+        else:
+            with pytest.raises(ValueError, match="student_channels=256 but the student tap gives 512"):
+                CLS_MODELS.build(cfg)

@@ -21,15 +21,19 @@ class ClsDistiller(BaseDistiller):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # Labels are gathered only when some loss takes them.
-        self._pass_gt_label = any('gt_label' in params for pair in self.pairs
-                                  for params in pair._loss_params)
         if self._pass_gt_label and getattr(self.data_preprocessor, 'batch_augments', None):
             # mmpretrain keeps the unmixed gt_label next to the mixed gt_score: it would be wrong.
             raise ValueError('ClsDistiller: a distillation loss takes gt_label (e.g. DKDLoss), which '
                              'needs one hard label per image, but the data preprocessor mixes '
                              'images (batch_augments: Mixup / CutMix). Remove batch_augments from '
                              'the data_preprocessor for this run.')
+
+    @property
+    def _pass_gt_label(self) -> bool:
+        """Whether some loss takes ``gt_label`` (labels are gathered only then). A property, not
+        an attribute set after ``BaseDistiller.__init__``: ``validate_taps=True`` runs a step
+        inside that ``__init__``."""
+        return any('gt_label' in params for pair in self.pairs for params in pair._loss_params)
 
     def _check_student(self, model, role='student'):
         if not isinstance(model, BaseClassifier):
