@@ -106,17 +106,27 @@ def twin_files(root: str = CONFIG_ROOT) -> Dict[str, str]:
 
 
 def write_python_configs(root: str = CONFIG_ROOT, out_dir: str = PYTHON_CONFIG_ROOT) -> List[str]:
-    """(Re)write the twins of every config under ``root`` into ``out_dir``.
+    """(Re)write the twins of every config under ``root`` into ``out_dir``, removing stale ones.
 
     Args:
         root (str): The text configs' folder. Defaults to the installed one.
-        out_dir (str): Where the twins go. Defaults to this package.
+        out_dir (str): Where the twins go (in sub-folders). Defaults to this package.
 
     Returns:
         list[str]: The files written.
     """
+    twins = twin_files(root)
+    for folder, _, files in os.walk(out_dir, topdown=False):
+        if folder == out_dir:
+            continue
+        for name in files:
+            rel = osp.relpath(osp.join(folder, name), out_dir).replace(os.sep, '/')
+            if name.endswith('.py') and rel not in twins:
+                os.remove(osp.join(folder, name))  # the twin of a removed or renamed config
+        if not os.listdir(folder):
+            os.rmdir(folder)
     written = []
-    for rel, text in twin_files(root).items():
+    for rel, text in twins.items():
         path = osp.join(out_dir, rel)
         os.makedirs(osp.dirname(path), exist_ok=True)
         with open(path, 'w', encoding='utf-8') as f:
