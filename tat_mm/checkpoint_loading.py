@@ -18,11 +18,14 @@ the type. To load a file you trust anyway, opt in for it explicitly:
 """
 import contextlib
 import contextvars
+import io
 import os
 import os.path as osp
 import pickle
+import pickletools
 import re
 import urllib.error
+import zipfile
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -210,17 +213,56 @@ def load_checkpoint_file(f: Any,
         return _read(load, False, name)
     with torch.serialization.safe_globals(allowed_types()):
         local_file = f if isinstance(f, (str, os.PathLike)) and '://' not in str(f) else None
-        return _read(load, True, name, local_file)
+        return _read(load, True, name, local_file,
+                     source=f if local_file is not None or not isinstance(f, str) else None)
+
+
+def _is_torch_file(source: Any) -> bool:
+    """Whether ``source`` (a path or an open binary file) is laid out as ``torch.save`` files are:
+    a whole zip archive, or torch's legacy format, whose first pickle is torch's magic number.
+    True when it cannot be read back (then torch's own verdict stands)."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, 'rb') as f:
+                head = f.read(64)
+                whole_zip = head.startswith(b'PK\x03\x04') and zipfile.is_zipfile(f)
+        else:
+            position = source.tell()
+            head = source.read(64)
+            whole_zip = head.startswith(b'PK\x03\x04') and zipfile.is_zipfile(source)
+            source.seek(position)
+    except (OSError, AttributeError, ValueError):
+        return True
+    if head.startswith(b'PK\x03\x04'):
+        return whole_zip  # no central directory (written last): truncated or not an archive
+    try:  # the magic number is a short pickle (PROTO, LONG1, STOP with the default protocol)
+        return any(isinstance(arg, int) and not isinstance(arg, bool)
+                   and arg == torch.serialization.MAGIC_NUMBER
+                   for _, arg, _ in pickletools.genops(io.BytesIO(head)))
+    except Exception:  # noqa: BLE001 - not even a pickle
+        return False
 
 
 def _read(load: Callable[[bool], Any], weights_only: bool, name: str,
-          local_file: Optional[str] = None) -> Any:
+          local_file: Optional[str] = None, source: Any = None) -> Any:
     try:
         return load(weights_only)
     except (FileNotFoundError, urllib.error.URLError):  # already say what is wrong
         raise
-    except pickle.UnpicklingError as exc:
-        if weights_only and 'Weights only load failed' in str(exc):
+    except Exception as exc:  # noqa: BLE001 - sorted below
+        if source is not None and not _is_torch_file(source):
+            # Random or foreign bytes: the unpickler trips over them in any way ("Unsupported
+            # operand", IndexError, ...): damage, not danger; torch would not load them either.
+            raise CheckpointReadError(
+                f'Cannot read checkpoint {name!r}: it is not a file torch.save writes (neither a '
+                'zip archive nor torch\'s legacy format). The file is truncated or corrupted (an '
+                'interrupted download or save leaves such files), or not a checkpoint: download '
+                'or save it again.') from exc
+        if not isinstance(exc, (pickle.UnpicklingError, RuntimeError, EOFError, ValueError,
+                                OSError)):
+            raise
+        if (weights_only and isinstance(exc, pickle.UnpicklingError)
+                and 'Weights only load failed' in str(exc)):
             raise UnsafeCheckpointError(
                 f'Refusing to load checkpoint {name!r}: it contains '
                 f'{_offending_types(str(exc), local_file)}, '
@@ -232,8 +274,6 @@ def _read(load: Callable[[bool], Any], weights_only: bool, name: str,
                 f'trust_checkpoint=True); for load_from, --resume and the tools set the '
                 f'environment variable {TRUST_ENV}={name} (comma-separated files, URLs or '
                 'directories; 1 trusts every file).') from None
-        raise _read_error(name, exc) from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
         raise _read_error(name, exc) from exc
 
 

@@ -23,6 +23,21 @@ test in ``tests/test_compat.py`` that fails without it.
    (DDP rejects device ids for CPU modules). Without CUDA, the fix skips ``set_device``, uses
    'gloo' where the config asks for 'nccl' (which cannot run without CUDA), and drops
    ``device_ids`` for CPU modules. With CUDA nothing changes.
+3. Checkpoints that an interrupted save cannot lose (tests: ``tests/test_checkpoint_atomic.py``).
+   MMEngine 0.10.7's ``CheckpointHook`` deletes the oldest checkpoint (``max_keep_ckpts``)
+   *before* saving the new one, ``save_checkpoint`` writes the file in place
+   (``LocalBackend.put``: ``open(path, 'wb')``) and the hook writes ``last_checkpoint`` in place:
+   a kill or a full disk during a save left a partial or 0-byte checkpoint, no old one, and an
+   empty or dangling ``last_checkpoint``, and ``--resume`` then failed. The fix: local
+   checkpoints are written by :func:`tat_mm.engine.atomic_file.atomic_write` (temporary file in
+   the same folder, flushed, ``fsync``-ed, ``os.replace``-d); the hook's ``last_checkpoint`` too
+   (the hook's module gets an ``open`` that writes that way); the hook's removals of old and of
+   previous best checkpoints run only once the new checkpoint and ``last_checkpoint`` are
+   complete; and auto resume uses
+   :func:`tat_mm.engine.resumable_checkpoint.find_resumable_checkpoint`, which falls back to
+   the newest complete checkpoint when ``last_checkpoint`` is empty, missing or dangling, and
+   says so. Other backends (``s3://``, ``petrel://``, ...) keep MMEngine's writer: an object
+   store's upload replaces the object whole.
 4. ``tat_mm::`` configs (tests: ``tests/test_install.py``). MMEngine resolves ``pkg::path`` in
    ``_base_`` only for the packages of its fixed table (``MODULE2PACKAGE`` in
    ``mmengine/config/utils.py``: ``AssertionError: mmengine does not support to load tat_mm
@@ -39,6 +54,7 @@ test in ``tests/test_compat.py`` that fails without it.
    scope; its configs carry their own ``default_scope`` and their bases' scopes), where the
    runner then looked for ``SegDistiller`` in a ``tat_mm`` registry. ``tat_mm::`` bases get none.
 """
+import builtins
 import functools
 import importlib.util
 import os
@@ -124,6 +140,100 @@ def patch_mmengine_cpu_distributed() -> bool:
     return True
 
 
+def _open_writing_atomically(file, mode='r', *args, **kwargs):
+    """``open`` for MMEngine's ``checkpoint_hook`` module: whole-file writes are atomic."""
+    from .engine.atomic_file import atomic_write
+    if mode in ('w', 'wb') and not args and not kwargs:
+        return atomic_write(file, mode)
+    return builtins.open(file, mode, *args, **kwargs)
+
+
+class _RemovalsAfterSave:
+    """A ``CheckpointHook.file_backend`` whose ``remove`` / ``rmtree`` wait for :meth:`run`."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self._pending = []
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def remove(self, path):
+        self._pending.append((self._backend.remove, path))
+
+    def rmtree(self, path):
+        self._pending.append((self._backend.rmtree, path))
+
+    def run(self, keep: set) -> None:
+        """Do the removals, except of the files in ``keep`` (what the hook now points to)."""
+        for remove, path in self._pending:
+            if path not in keep:
+                remove(path)
+
+
+def _removing_after_save(save_method: Callable) -> Callable:
+    """Wrap a ``CheckpointHook`` save method so that its removals run after it completed."""
+
+    @functools.wraps(save_method)
+    def save(self, runner, *args, **kwargs):
+        backend = self.file_backend
+        removals = self.file_backend = _RemovalsAfterSave(backend)
+        try:
+            save_method(self, runner, *args, **kwargs)
+        finally:
+            self.file_backend = backend
+        keep = {self.last_ckpt, getattr(self, 'best_ckpt_path', None),
+                *(getattr(self, 'best_ckpt_path_dict', None) or {}).values()}
+        removals.run(keep)
+
+    setattr(save, _PATCHED_ATTR, True)
+    return save
+
+
+def patch_mmengine_atomic_checkpoints() -> bool:
+    """Make MMEngine's checkpoint saving and auto resume survive interrupted saves (fix 3).
+
+    Returns:
+        bool: True if MMEngine is installed and is now patched (also when it already was).
+    """
+    try:
+        import mmengine.runner
+        from mmengine.fileio import LocalBackend, get_file_backend
+        from mmengine.hooks import checkpoint_hook
+        from mmengine.runner import _flexible_runner
+        from mmengine.runner import checkpoint as mmengine_checkpoint
+        from mmengine.runner import runner as mmengine_runner
+
+        from .engine import atomic_file, resumable_checkpoint
+    except ImportError:
+        return False
+    hook = checkpoint_hook.CheckpointHook
+    if getattr(hook._save_checkpoint_with_step, _PATCHED_ATTR, False):
+        return True
+    original_save = mmengine_checkpoint.save_checkpoint
+
+    @functools.wraps(original_save)
+    def save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
+        filename = str(filename)
+        local = (file_client_args is None and not filename.startswith('pavi://') and isinstance(
+            get_file_backend(filename, backend_args=backend_args), LocalBackend))
+        if not local:
+            return original_save(checkpoint, filename, file_client_args, backend_args)
+        with atomic_file.atomic_write(filename) as f:
+            torch.save(checkpoint, f)
+
+    # Every module that imported the functions by name (the runners; the hook and the
+    # strategies import them from these modules when they run).
+    for module in (mmengine_checkpoint, mmengine.runner, mmengine_runner):
+        module.save_checkpoint = save_checkpoint
+    for module in (mmengine_checkpoint, mmengine.runner, mmengine_runner, _flexible_runner):
+        module.find_latest_checkpoint = resumable_checkpoint.find_resumable_checkpoint
+    checkpoint_hook.open = _open_writing_atomically  # `last_checkpoint`: the module's only write
+    hook._save_best_checkpoint = _removing_after_save(hook._save_best_checkpoint)
+    hook._save_checkpoint_with_step = _removing_after_save(hook._save_checkpoint_with_step)
+    return True
+
+
 def _resolving_editable_installs(get_installed_path: Callable[[str], str]) -> Callable[[str], str]:
     """``get_installed_path`` that falls back to where ``package`` is imported from."""
     if getattr(get_installed_path, _PATCHED_ATTR, False):
@@ -183,4 +293,5 @@ def apply_all() -> None:
     """Apply every compatibility fix (called by ``import tat_mm``)."""
     patch_mmengine_checkpoint_loading()
     patch_mmengine_cpu_distributed()
+    patch_mmengine_atomic_checkpoints()
     patch_mmengine_config_scope()

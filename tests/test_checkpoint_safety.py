@@ -314,6 +314,30 @@ def test_truncated_file_error_names_the_file(cls_cfg, tmp_path):
             build_distiller(cls_cfg['model'])
 
 
+def test_random_bytes_are_damage_not_danger(tmp_path):
+    """Random bytes are unreadable, not unsafe (which would push users to switch the protection
+    off); a malicious file in torch's legacy (non-zip) format is still refused as unsafe."""
+    rng = np.random.default_rng(0)
+    # Some start like pickles do (PROTO 2, protocol 4 with FRAME, GLOBAL), or like a zip archive.
+    for i, prefix in enumerate([b''] * 30 + [b'\x80\x02', b'\x80\x04\x95', b'c', b'PK\x03\x04']):
+        path = tmp_path / f'random_{i}.pth'
+        path.write_bytes(prefix + rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        with pytest.raises(CheckpointReadError, match=f'{path}.*truncated or corrupted'):
+            _load_checkpoint(str(path), map_location='cpu')
+        with open(path, 'rb') as f, pytest.raises(CheckpointReadError):
+            load_checkpoint_file(f)
+    marker = tmp_path / 'marker'
+    legacy = tmp_path / 'legacy_evil.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': {'x': WritesMarker(marker)}},
+               str(legacy), _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError, match='exec'):
+        _load_checkpoint(str(legacy), map_location='cpu')
+    assert not marker.exists()
+    torch.save({'state_dict': {'w': torch.ones(1)}}, str(legacy), _use_new_zipfile_serialization=False)
+    assert torch.equal(_load_checkpoint(str(legacy), map_location='cpu')['state_dict']['w'],
+                       torch.ones(1))
+
+
 # ------------------------------------------------------------------ evaluation: no teacher file
 def test_inference_build_needs_no_teacher_file(cls_cfg, tmp_path):
     cls_cfg['model']['teacher']['checkpoint'] = str(tmp_path / 'missing.pth')

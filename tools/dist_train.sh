@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Distributed training on one machine: bash tools/dist_train.sh CONFIG GPUS [train.py args]
 # Env: NNODES, NODE_RANK, PORT, MASTER_ADDR (as in the mm* repositories).
+# A rank stuck for 5 minutes in a collective ends the job (tools/train.py sets
+# env_cfg.dist_cfg.timeout=300 s unless the config sets it; more: --cfg-options
+# env_cfg.dist_cfg.timeout=1800). See docs/checkpoints.md.
 CONFIG=$1
 GPUS=$2
 NNODES=${NNODES:-1}

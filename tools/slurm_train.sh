@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Training on a Slurm cluster: GPUS=16 bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR [args]
+# A rank stuck for 5 minutes in a collective ends the job (tools/train.py sets
+# env_cfg.dist_cfg.timeout=300 s unless the config sets it; more: --cfg-options
+# env_cfg.dist_cfg.timeout=1800). See docs/checkpoints.md.
 set -x
 
 PARTITION=$1

@@ -15,6 +15,7 @@ from mmengine.runner import Runner
 
 import tat_mm  # noqa: F401  (stack fixes + registries, even if the config forgets custom_imports)
 from tat_mm.cfg_options import check_cfg_options
+from tat_mm.engine.dist_timeout import set_default_dist_timeout
 
 
 def parse_args():
@@ -60,6 +61,8 @@ def main():
     if args.cfg_options is not None:
         check_cfg_options(cfg, args.cfg_options)  # e.g. a `teacher_checkpoint` variable: an error
         cfg.merge_from_dict(args.cfg_options)
+    # Distributed: a stuck rank ends the job within minutes (env_cfg.dist_cfg.timeout, seconds).
+    set_default_dist_timeout(cfg, args.launcher)
 
     # work_dir priority: CLI > config > ./work_dirs/<config name>
     if args.work_dir is not None:

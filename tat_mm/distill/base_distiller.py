@@ -55,9 +55,55 @@ def _short_name(loss_type) -> str:
     return re.sub(r'(?<!^)(?=[A-Z])', '_', name).lower()
 
 
+def check_loss_weights(cfg: dict, where: str, path: str = '', loss_type: str = None) -> None:
+    """Refuse a negative or non-finite weight in a loss config (also in nested loss configs).
+
+    Checked: ``loss_weight`` and every other ``*_weight`` number (``dam_loss_weight``,
+    ``patch_weight``, ...). A negative weight pushes the student *away* from the teacher, and
+    NaN / inf poison the first step; zero (a term switched off) is allowed.
+
+    Args:
+        cfg (dict): A loss config.
+        where (str): Where the config is, for the error (e.g. the distill entry).
+        path (str): The keys leading to ``cfg`` inside the loss config. Defaults to ''.
+        loss_type (str, optional): The outermost loss's type, for the error. Defaults to
+            ``cfg['type']``.
+
+    Raises:
+        ValueError: A weight is negative, NaN, infinite, or (``loss_weight``) not a number.
+    """
+    import math
+    import numbers
+    if loss_type is None:
+        loss_type = cfg.get('type', 'loss')
+        loss_type = getattr(loss_type, '__name__', loss_type)  # a class as `type`
+    for key, value in cfg.items():
+        key_path = f'{path}{key}'
+        if isinstance(value, dict):
+            check_loss_weights(value, where, f'{key_path}.', loss_type)
+            continue
+        if not (key == 'loss_weight' or str(key).endswith('_weight')):
+            continue
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        numbers_only = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
+        if not numbers_only:
+            if key == 'loss_weight':
+                raise ValueError(f'{loss_type} in {where}: {key_path}={value!r} is not a number; '
+                                 'set it to a number >= 0 (e.g. loss_weight=1.0).')
+            continue
+        if any(not math.isfinite(v) or v < 0 for v in values):
+            raise ValueError(
+                f'{loss_type} in {where}: {key_path}={value!r}; a weight must be a finite number '
+                '>= 0 (a negative weight pushes the student away from the teacher, NaN / inf '
+                'break the first step). Set it to a value >= 0, e.g. the loss\'s default, or 0 '
+                'to switch the term off.')
+
+
 def build_loss(cfg: dict, where: str) -> nn.Module:
     """Build a loss from MMEngine's root registry (found from any task scope); an unknown type
-    (also one nested, e.g. a ``feature_loss``) is an error naming close types and ``where``."""
+    (also one nested, e.g. a ``feature_loss``) is an error naming close types and ``where``.
+    Negative or non-finite weights are errors (:func:`check_loss_weights`)."""
+    check_loss_weights(cfg, where)
     try:
         return ROOT_MODELS.build(cfg)
     except KeyError as exc:
