@@ -149,6 +149,9 @@ def test_v3_stage2_options_reach_the_config(tmp_path):
     assert cfg.optim_wrapper.optimizer.type == 'SGD' and cfg.optim_wrapper.optimizer.lr == 0.1
     assert cfg.model.teacher.config.endswith(osp.join('seg', 'teacher_r50.py'))
     assert info['teacher']['sha256'] == 'a' * 64 and info['init']['sha256'] == '0' * 64
+    # the protocol's runs train as v1's: no DistillHealthHook (it would add to the timed run)
+    assert [h['type'] for h in cfg.custom_hooks] == ['DemoTeacherCheckHook',
+                                                      'DistillVisualizationHook']
     name, opts, _ = v3.run_options(('seg', 'teacher', 'teacher', 0, ''), args)
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'demo', 'seg', f'{name}.py'))
     cfg.merge_from_dict(opts)
