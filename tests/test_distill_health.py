@@ -3,6 +3,7 @@ distillers through real MMEngine runners, and its pieces against hand computatio
 import glob
 import json
 import math
+import os
 import os.path as osp
 import sys
 import types
@@ -308,6 +309,39 @@ def test_random_teacher_stops_the_run(task, tmp):
               options=options)
     assert TEACHER_METRICS[task][len('teacher/'):] in str(error.value)
     assert "teacher_check='warn'" in str(error.value)
+
+
+def test_hook_under_ddp_changes_nothing_and_rank_0_writes(tmp):
+    """tools/dist_train.sh, 2 CPU processes (gloo): the teacher check runs on both ranks (the
+    evaluator gathers them), only rank 0 takes gradient shares and writes them, and the weights
+    are those of the same distributed run without the hook."""
+    import subprocess
+    results = {}
+    for name, hooks in (('ddp_health', [HEALTH]), ('ddp_plain', [])):
+        opts = demo.run_options('cls', 'tat', 0, str(tmp), True, random_teacher('cls', tmp))
+        opts.update({'custom_hooks': hooks, 'train_cfg.max_iters': ITERS,
+                     'train_cfg.val_interval': ITERS, 'default_hooks.checkpoint.interval': ITERS,
+                     'train_dataloader.batch_size': 2})
+        cfg = demo.build_cfg('cls', 'tat', opts, str(tmp / name))
+        cfg.dump(str(tmp / f'{name}.py'))
+        env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT='29587')
+        proc = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'),
+                               str(tmp / f'{name}.py'), '2', '--work-dir', str(tmp / name)],
+                              capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        results[name] = torch.load(str(tmp / name / f'iter_{ITERS}.pth'), map_location='cpu',
+                                   weights_only=False)['state_dict']
+    assert all(torch.equal(results['ddp_health'][k], v) for k, v in results['ddp_plain'].items())
+    logs = glob.glob(str(tmp / 'ddp_health' / '*' / '*.log'))
+    scalar_files = glob.glob(str(tmp / 'ddp_health' / '*' / 'vis_data' / 'scalars.json'))
+    assert len(logs) == 1 and len(scalar_files) == 1  # rank 0 only
+    with open(logs[0]) as f:
+        log = f.read()
+    assert log.count('Distillation health at iteration') == ITERS
+    assert 'Teacher check on 8 val samples' in log  # both ranks' halves, gathered
+    with open(scalar_files[0]) as f:
+        rows = [json.loads(line) for line in f]
+    assert sum('health/grad_ratio.tat.backbone.layer4' in row for row in rows) == ITERS
 
 
 def test_attention_collapse_warns(tmp):
