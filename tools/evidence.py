@@ -35,6 +35,7 @@ if REPO not in sys.path:
 
 import demo  # noqa: E402  (tools/demo.py: one run = one MMEngine Runner)
 import evidence_v3  # noqa: E402  (protocol v3)
+from evidence_stats import paired_interval  # noqa: E402,F401  (also used by the tests)
 
 TASKS = ('seg', 'cls', 'det')
 PAIRS = ('r18', 'r50')  # the teacher config of each pair: teacher.py, teacher_r50.py
@@ -66,8 +67,6 @@ for _lr in SGD_LRS:
 PAIR_VARIANTS = {f'{_pair}_sgd0.1': (_pair, sgd_options(0.1)) for _pair in PAIRS}
 # RetinaNet's classifier runs once per FPN level with sigmoid outputs; softmax KD does not apply.
 SKIP = {('det', 'kd')}
-# Two-sided 97.5 % quantiles of Student's t (95 % intervals over n seeds: df = n - 1).
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def base_pair(pair: str) -> str:
@@ -252,15 +251,6 @@ def schedule(args) -> None:
 
 
 # --------------------------------------------------------------------------- statistics
-def paired_interval(diffs) -> tuple:
-    """Mean of paired differences with its 95 % t-interval over seeds."""
-    d = np.asarray(diffs, dtype=np.float64)
-    if len(d) < 2:
-        return float(d.mean()) if len(d) else float('nan'), float('nan'), float('nan')
-    half = T_975[len(d) - 1] * d.std(ddof=1) / np.sqrt(len(d))
-    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
-
-
 def load_results(results: str) -> dict:
     found = {}
     for root, _, files in os.walk(results):

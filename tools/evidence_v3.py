@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 import demo  # noqa: E402  (tools/demo.py: one run = one MMEngine Runner)
+from evidence_stats import paired_interval
 
 TASKS = ('cls', 'det', 'seg')  # stage-2 order: cheapest first
 METHODS = ('student', 'kd', 'fitnet', 'tat', 'tat_dam')  # 'student' = the control
@@ -47,7 +48,6 @@ REGIMES = {'teacher': 'teacher (whole train pool)', 'stage1': 'stage 1: student 
            'lr': 'stage-2 learning-rate choice (control, seed 0)',
            'stage2': 'stage 2: from the stage-1 checkpoint',
            'time': 'time-matched control: student alone from the stage-1 checkpoint'}
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 
 
 # --------------------------------------------------------------------------- runs and paths
@@ -405,15 +405,6 @@ def schedule(args, script: str) -> None:
 
 
 # --------------------------------------------------------------------------- statistics
-def interval(diffs) -> tuple:
-    """Mean of paired differences with its 95 % t-interval."""
-    d = np.asarray(diffs, dtype=np.float64)
-    if len(d) < 2:
-        return (float(d.mean()) if len(d) else float('nan')), float('nan'), float('nan')
-    half = T_975[len(d) - 1] * d.std(ddof=1) / np.sqrt(len(d))
-    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
-
-
 def seed_values(results: str, task: str, kind: str, method: str, split: str, seeds,
                 arg: str = '') -> dict:
     found = {}
@@ -432,7 +423,7 @@ def paired(results: str, task: str, method: str, split: str, seeds, kind: str = 
     common = sorted(set(runs) & set(base))
     if not common:
         return None
-    mean, lo, hi = interval([runs[s] - base[s] for s in common])
+    mean, lo, hi = paired_interval([runs[s] - base[s] for s in common])
     return dict(n=len(common), mean=mean, lo=lo, hi=hi)
 
 
