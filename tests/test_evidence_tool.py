@@ -185,3 +185,9 @@ def test_v3_time_matched_control_is_planned_only_for_a_gain(tmp_path):
     table = v3.summarize(args.results, seeds=(0, 1, 2))
     row = next(line for line in table.splitlines() if line.startswith('| + TaT |'))
     assert '+2.00 [+2.00, +2.00]' in row
+    for seed in range(3):
+        _v3_write(args, ('cls', 'time', 'tat', seed, '300'), test=81.0 + seed,
+                  schedule=dict(iters=300))
+    table = v3.summarize(args.results, seeds=(0, 1, 2))
+    assert 'time-matched control for tat (300 it.)' in table
+    assert 'H4, each method against its time-matched control (paired): TaT +1.00 [+1.00, +1.00]' in table

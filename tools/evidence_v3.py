@@ -489,5 +489,10 @@ def summarize(results: str, split: str = 'test', seeds=(0, 1, 2, 3, 4)) -> str:
                          paired(results, task, method, split, seeds, kind, arg, ('stage1', 'student')))
             lines.append(f'| {name} | {len(v)} | {np.mean(v):.2f} ± {std:.2f} | {_cell(vs_control)} '
                          f'| {_cell(vs_stage1)} | {", ".join(f"{x:.2f}" for x in v)} |')
+        h4 = [(m, paired(results, task, m, split, seeds, against=('time', m)))
+              for _, kind, m, _ in rows if kind == 'time']
+        if h4:
+            lines.append('\nH4, each method against its time-matched control (paired): ' + '; '.join(
+                f'{demo.METHOD_NAMES[m].replace("student + ", "")} {_cell(row)}' for m, row in h4) + '.')
         lines.append('')
     return '\n'.join(lines)
