@@ -13,15 +13,19 @@ import os.path as osp
 import shutil
 from glob import glob
 
+import mmengine.runner.runner
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.fileio import LocalBackend
+from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
+from mmengine.registry import METRICS
 from mmengine.runner import Runner
 
 import tat_mm  # noqa: F401
 from tat_mm.checkpoint_loading import load_checkpoint_file
+from tat_mm.engine import resumable_checkpoint
 from tat_mm.engine.atomic_file import atomic_write
 from tat_mm.engine.resumable_checkpoint import find_resumable_checkpoint, is_complete_checkpoint
 
@@ -47,15 +51,22 @@ def _demo_config():
     return Config.fromfile(DEMO_STUDENT)
 
 
-def train(work_dir, max_iters, resume=False, max_keep_ckpts=1, recorder=None):
-    """Train the demo student with MMEngine's CheckpointHook every 2 iterations (no validation);
-    returns the iterations trained (also kept in ``recorder`` when the run fails)."""
+def train(work_dir, max_iters, resume=False, max_keep_ckpts=1, recorder=None, save_best=False):
+    """Train the demo student with MMEngine's CheckpointHook every 2 iterations; returns the
+    iterations trained (also kept in ``recorder`` when the run fails). ``save_best``: validate
+    every 2 iterations with :class:`RisingScore` and keep the best checkpoint."""
     cfg = copy.deepcopy(_demo_config())
     cfg.work_dir = str(work_dir)
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     cfg.experiment_name = f'atomic_{len(_RUNS)}'  # runners are named instances: one name each
     _RUNS.append(cfg.experiment_name)
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10**6)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
+                         val_interval=2 if save_best else 10**6)
+    if save_best:
+        cfg.val_dataloader.dataset.indices = 8
+        cfg.val_evaluator = dict(type='RisingScore')
+        cfg.default_hooks.checkpoint.update(save_best='score', rule='greater')
+    else:
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     cfg.train_dataloader.batch_size = 8
     cfg.default_hooks.checkpoint.interval = 2
     cfg.default_hooks.checkpoint.max_keep_ckpts = max_keep_ckpts
@@ -66,6 +77,20 @@ def train(work_dir, max_iters, resume=False, max_keep_ckpts=1, recorder=None):
     runner.register_hook(recorder)
     runner.train()
     return recorder.iters
+
+
+@METRICS.register_module(force=True)
+class RisingScore(BaseMetric):
+    """A score that improves at every validation: each one saves a new best checkpoint."""
+
+    calls = 0
+
+    def process(self, data_batch, data_samples):
+        self.results.append(len(data_samples))
+
+    def compute_metrics(self, results):
+        RisingScore.calls += 1
+        return dict(score=float(RisingScore.calls))
 
 
 class Killed(BaseException):
@@ -206,6 +231,23 @@ def test_interrupted_saves_keep_a_checkpoint_that_resumes(tmp_path, monkeypatch)
     assert is_complete_checkpoint(newest)
 
 
+def test_interrupted_best_checkpoint_save_keeps_the_previous_best(tmp_path, monkeypatch):
+    """MMEngine removed the previous best checkpoint before writing the new one."""
+    work_dir = tmp_path / 'run'
+    fault = Fault('write', 'best_score_iter_4.pth')
+    with monkeypatch.context() as patch:
+        fault.install(patch)
+        with pytest.raises(Killed):
+            train(work_dir, max_iters=4, save_best=True)
+    assert fault.seen == 1
+    best_2 = load_checkpoint_file(str(work_dir / 'best_score_iter_2.pth'))
+    assert int(best_2['meta']['iter']) == 2
+    assert train(work_dir, max_iters=6, resume=True, save_best=True) == [5, 6]
+    # The new best replaced the previous one once it was complete.
+    assert sorted(osp.basename(p) for p in glob(str(work_dir / 'best_*.pth'))) == [
+        'best_score_iter_6.pth']
+
+
 @pytest.fixture(scope='module')
 def two_checkpoints(tmp_path_factory):
     """A finished 4-iteration run with iter_2.pth and iter_4.pth."""
@@ -237,20 +279,29 @@ def _damage_truncated(work_dir):
     (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_6.pth'))
 
 
-@pytest.mark.parametrize('damage, why', [
-    (_damage_empty, 'is empty'), (_damage_missing, 'there is no'),
-    (_damage_dangling, 'which does not exist'), (_damage_truncated, 'which is incomplete')])
+@pytest.mark.parametrize('damage, why, with_runner', [
+    (_damage_empty, 'is empty', True), (_damage_dangling, 'which does not exist', True),
+    (_damage_missing, 'there is no', False), (_damage_truncated, 'which is incomplete', False)])
 def test_auto_resume_falls_back_to_the_newest_complete_checkpoint(two_checkpoints, tmp_path,
-                                                                  damage, why):
+                                                                  monkeypatch, damage, why,
+                                                                  with_runner):
     work_dir = tmp_path / 'run'
     shutil.copytree(two_checkpoints, work_dir)
     damage(work_dir)
     # A kill during a save leaves a hidden temporary file: never taken for a checkpoint.
     (work_dir / '.iter_8.pth.0123abcd.tmp').write_bytes(b'partial')
-    assert train(work_dir, max_iters=6, resume=True) == [5, 6]
-    log = _newest_log(work_dir)
-    assert f'Resuming from {work_dir / "iter_4.pth"}, the newest complete checkpoint' in log
-    assert why in log
+    expected = f'Resuming from {work_dir / "iter_4.pth"}, the newest complete checkpoint'
+    if with_runner:  # a real resume=True run continues from iter_4.pth and logs why
+        assert train(work_dir, max_iters=6, resume=True) == [5, 6]
+        log = _newest_log(work_dir)
+        assert expected in log and why in log
+    else:  # the same function, called as the runner calls it
+        messages = []
+        monkeypatch.setattr(resumable_checkpoint, 'print_log',
+                            lambda message, **kwargs: messages.append(message))
+        assert mmengine.runner.runner.find_latest_checkpoint(str(work_dir)) == str(
+            work_dir / 'iter_4.pth')
+        assert len(messages) == 1 and expected in messages[0] and why in messages[0]
 
 
 def test_resume_without_any_complete_checkpoint(tmp_path):
