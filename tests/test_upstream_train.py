@@ -191,3 +191,35 @@ def test_exported_students_run_without_tat_mm(project, monkeypatch):
     out = run_checked([sys.executable, '-c', PLAIN_INFERENCE] + args, folder)
     for task in SCOPES:
         assert PLAIN_INFERENCE_OUTPUT[task] in out, out[-3000:]
+
+
+def test_exported_config_of_a_dafa_distiller_keeps_only_the_students_settings(monkeypatch):
+    """DAFA's optimizer constructor, scheduler split and DDP wrapper, and the distiller's hooks,
+    are the distiller's: the exported config trains and tests the plain student."""
+    from mmengine.config import Config
+    monkeypatch.syspath_prepend(osp.join(REPO, 'tools'))
+    export = runpy.run_path(osp.join(REPO, 'tools', 'export_student.py'))
+    distiller = Config.fromfile(osp.join(REPO, 'configs', 'demo', 'cls', 'tat_dafa.py'))
+    assert distiller.optim_wrapper.constructor == 'DAFAOptimWrapperConstructor'
+    student = export['student_config'](distiller)
+    assert student.model.type == 'ImageClassifier'
+    assert 'constructor' not in student.optim_wrapper and 'dafa' not in student.optim_wrapper
+    assert student.optim_wrapper.optimizer == distiller.optim_wrapper.optimizer
+    assert student.param_scheduler == distiller.param_scheduler.model
+    assert 'model_wrapper_cfg' not in student
+    assert not student.get('custom_hooks')  # DemoTeacherCheckHook, DistillVisualizationHook, ...
+    # only the digits dataset still names a tat_mm type: an optional import
+    assert student.custom_imports == dict(imports=['tat_mm'], allow_failed_imports=True)
+
+
+def test_exported_config_of_a_plain_student_does_not_import_tat_mm(monkeypatch):
+    """When nothing left names a tat_mm type (mmseg model, VOC data), ``custom_imports`` goes."""
+    from mmengine.config import Config
+    monkeypatch.syspath_prepend(osp.join(REPO, 'tools'))
+    export = runpy.run_path(osp.join(REPO, 'tools', 'export_student.py'))
+    distiller = Config.fromfile(osp.join(REPO, 'configs', 'seg',
+                                         'deeplabv3plus_r101_to_r18_voc_tat.py'))
+    assert 'tat_mm' in distiller.custom_imports.imports and distiller.get('custom_hooks')
+    student = export['student_config'](distiller)
+    assert student.model.type == 'EncoderDecoder'
+    assert 'custom_imports' not in student and not student.get('custom_hooks')

@@ -115,7 +115,7 @@ def drop_distiller_settings(cfg: Config, tat_mm_types: Set[str]) -> None:
         cfg.param_scheduler = schedulers['model']
     wrapper = cfg.get('model_wrapper_cfg')
     if wrapper and wrapper.get('type') in tat_mm_types:
-        del cfg['model_wrapper_cfg']
+        cfg.pop('model_wrapper_cfg')
 
 
 def student_config(distiller_cfg: Config) -> Config:
@@ -151,7 +151,7 @@ def student_config(distiller_cfg: Config) -> Config:
             if rest:
                 cfg.custom_imports = dict(imports, imports=rest)
             else:
-                del cfg['custom_imports']
+                cfg.pop('custom_imports')
     return cfg
 
 
