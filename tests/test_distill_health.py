@@ -19,8 +19,8 @@ from mmengine.runner import Runner
 import tat_mm  # noqa: F401
 from tat_mm.engine import DistillHealthHook, gradient_shares
 from tat_mm.engine.gradient_shares import COMBINED
-from tat_mm.losses import (DAFADistillLoss, DAMDistillLoss, HierarchicalTaTLoss, TaTLoss, record_statistics,
-                           tat_attention)
+from tat_mm.losses import (DAFADistillLoss, DAMDistillLoss, HierarchicalTaTLoss, TaTLoss,
+                           record_statistics, tat_attention)
 from tat_mm.losses.tat_attention import attention_statistics
 from tat_mm.testing import save_random_checkpoint
 
@@ -108,7 +108,8 @@ def test_attention_statistics_equal_explicit_softmax():
     assert float(stats['attn_max']) == pytest.approx(0.2)
     assert float(stats['attn_entropy']) == pytest.approx(1.0)
     # many queries: an evenly spaced subset of rows, still the right kind of number
-    stats = attention_statistics(torch.randn(1, 4000, 8), torch.randn(1, 4000, 8), max_elements=4000 * 10)
+    stats = attention_statistics(torch.randn(1, 4000, 8), torch.randn(1, 4000, 8),
+                                 max_elements=4000 * 10)
     assert 1 / 4000 < float(stats['attn_max']) <= 1 and 0 <= float(stats['attn_entropy']) <= 1
     # tat_attention fills the dict it is given and returns what it returns without it
     filled = {}
@@ -121,8 +122,9 @@ def test_attention_statistics_equal_explicit_softmax():
     (lambda: TaTLoss(8, 8), {'loss'}),
     (lambda: HierarchicalTaTLoss(8, 8, pool_size=2, patch_size=2, group_size=2),
      {'loss_tat_pg', 'loss_tat_ap'}),
-    (lambda: DAMDistillLoss(feature_loss=dict(type='HierarchicalTaTLoss', pool_size=2,
-                                              patch_size=2), student_channels=8, teacher_channels=8),
+    (lambda: DAMDistillLoss(
+        feature_loss=dict(type='HierarchicalTaTLoss', pool_size=2, patch_size=2),
+        student_channels=8, teacher_channels=8),
      {'loss_dam', 'loss_feat_tat_pg', 'loss_feat_tat_ap'}),
 ])
 def test_recording_statistics_changes_no_loss(make_loss, terms):
@@ -324,7 +326,7 @@ def test_hook_under_ddp_changes_nothing_and_rank_0_writes(tmp):
                      'train_dataloader.batch_size': 2})
         cfg = demo.build_cfg('cls', 'tat', opts, str(tmp / name))
         cfg.dump(str(tmp / f'{name}.py'))
-        env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT='29587')
+        env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT='29595')
         proc = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'),
                                str(tmp / f'{name}.py'), '2', '--work-dir', str(tmp / name)],
                               capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
@@ -424,7 +426,8 @@ def test_warnings_come_once_after_patience_with_advice():
     hook._check(runner, bad)
     text = '\n'.join(runner.logger.warnings)
     assert len(runner.logger.warnings) == 5
-    for phrase in ('kd.x on the student is 0.10% of the task loss', 'does nothing: raise its loss_weight',
+    for phrase in ('kd.x on the student is 0.10% of the task loss',
+                   'does nothing: raise its loss_weight',
                    'fitnet.x on the student is 25.0x', 'dominates the task loss',
                    'cosine -0.50', 'fights the task loss', 'one-to-one matching',
                    'try `temperature`', "DAM's mask for dam.x covers 0.2% of the map"):
@@ -483,7 +486,8 @@ def test_student_above_its_teacher_warns_after_first_validation():
 
 
 def test_bad_arguments_are_build_errors():
-    for kwargs, match in ((dict(interval=-1), 'interval'), (dict(teacher_check='yes'), 'teacher_check'),
+    for kwargs, match in ((dict(interval=-1), 'interval'),
+                          (dict(teacher_check='yes'), 'teacher_check'),
                           (dict(teacher_val_batches=0), 'teacher_val_batches'),
                           (dict(dam_area_range=(0.5, 0.1)), 'dam_area_range'),
                           (dict(patience=0), 'patience')):

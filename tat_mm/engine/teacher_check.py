@@ -145,7 +145,8 @@ def chance_level(metrics: Dict[str, float], num_classes: Optional[int],
             present = int((label_counts > 0).sum())
             return ChanceLevel(key, 100.0 * fraction / present,
                                f'predicting class {int(label_counts.argmax())} (the most frequent, '
-                               f'{fraction:.1%} of the pixels) everywhere, {present} classes present')
+                               f'{fraction:.1%} of the pixels) everywhere, {present} classes '
+                               'present')
         if key.endswith(('bbox_mAP', 'segm_mAP', 'pascal_voc/mAP')):
             return ChanceLevel(key, 0.001, 'no correct detection')
     return None

@@ -237,7 +237,8 @@ class DAMDistillLoss(ReportsStatistics, nn.Module):
         the feature loss's mask."""
         student = self._areas(s_dam)['mask'] > 0
         teacher = self._areas(t_dam)['mask'] > 0
-        stats = dict(dam_area_student=student.float().mean(), dam_area_teacher=teacher.float().mean(),
+        stats = dict(dam_area_student=student.float().mean(),
+                     dam_area_teacher=teacher.float().mean(),
                      dam_area_overlap=(student & teacher).float().mean())
         if self.area_source != 'all':
             stats['dam_area_mask'] = (mask > 0).float().mean()
