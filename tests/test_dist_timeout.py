@@ -3,10 +3,10 @@ import multiprocessing
 import os
 import os.path as osp
 import socket
-import subprocess
 import sys
 import time
 
+import pytest
 from mmengine.config import Config
 
 import tat_mm  # noqa: F401
@@ -40,19 +40,35 @@ def test_default_is_set_only_for_distributed_runs_without_one():
     assert cfg.env_cfg.dist_cfg == dict(backend='nccl', timeout=DEFAULT_DIST_TIMEOUT_S)
 
 
-def test_tools_train_passes_the_timeout_to_the_runner(tmp_path):
-    """tools/train.py --launcher pytorch (as dist_train.sh runs it; one process here)."""
-    work_dir = tmp_path / 'run'
-    subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'train.py'),
-         osp.join(ROOT, 'configs', 'demo', 'cls', 'student.py'), '--launcher', 'pytorch',
-         '--work-dir', str(work_dir), '--cfg-options', 'train_cfg.max_iters=1',
-         'default_hooks.checkpoint.interval=1', 'val_dataloader.dataset.indices=8',
-         'log_level=WARNING'],
-        check=True, cwd=str(tmp_path), env=_dist_env(0, 1, _free_port()), timeout=300)
-    dumped = Config.fromfile(str(work_dir / 'student.py'))
-    assert dumped.env_cfg.dist_cfg.timeout == DEFAULT_DIST_TIMEOUT_S
-    assert dumped.launcher == 'pytorch'
+class _RunnerBuilt(Exception):
+    """Raised instead of building the runner: the test only needs the config it gets."""
+
+
+@pytest.mark.parametrize('launcher, timeout', [('pytorch', DEFAULT_DIST_TIMEOUT_S),
+                                               ('slurm', DEFAULT_DIST_TIMEOUT_S), ('none', None)])
+def test_tools_train_gives_the_runner_the_timeout(tmp_path, monkeypatch, launcher, timeout):
+    """tools/train.py as dist_train.sh (--launcher pytorch) / slurm_train.sh run it: the config
+    the runner gets, which MMEngine's Runner.setup_env passes to init_dist."""
+    sys.path.insert(0, osp.join(ROOT, 'tools'))
+    try:
+        import train as train_tool
+    finally:
+        sys.path.pop(0)
+    seen = {}
+
+    def from_cfg(cfg):
+        seen['cfg'] = cfg
+        raise _RunnerBuilt()
+
+    monkeypatch.setattr(train_tool.Runner, 'from_cfg', from_cfg)
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args sets it; restored after the test
+    monkeypatch.setattr(sys, 'argv', [
+        'train.py', osp.join(ROOT, 'configs', 'demo', 'cls', 'student.py'), '--launcher',
+        launcher, '--work-dir', str(tmp_path)])
+    with pytest.raises(_RunnerBuilt):
+        train_tool.main()
+    assert seen['cfg'].env_cfg.dist_cfg.get('timeout') == timeout
+    assert seen['cfg'].env_cfg.dist_cfg.backend == 'gloo'  # the demo config's, kept
 
 
 def _stuck_rank_group(rank: int, port: int, results) -> None:
@@ -68,9 +84,9 @@ def _stuck_rank_group(rank: int, port: int, results) -> None:
     start = time.time()
     try:
         dist.all_reduce(torch.ones(1))
-        results.put(('completed', time.time() - start, ''))
+        results.send(('completed', time.time() - start, ''))
     except RuntimeError as exc:
-        results.put(('timed out', time.time() - start, str(exc)))
+        results.send(('timed out', time.time() - start, str(exc)))
     os._exit(0)  # at once: a normal exit would wait to shut the group down with rank 1
 
 
@@ -78,14 +94,15 @@ def test_a_stuck_rank_ends_the_wait_at_the_timeout():
     """A real 2-process gloo group (forked: tat_mm's CPU fix is already applied): rank 0's
     all-reduce fails once MMEngine's ``timeout`` passed, not after gloo's 30 minutes."""
     context = multiprocessing.get_context('fork')
-    results = context.Queue()
+    reader, results = context.Pipe(duplex=False)  # send() is written before os._exit
     port = _free_port()
     procs = [context.Process(target=_stuck_rank_group, args=(rank, port, results))
              for rank in (0, 1)]
     for proc in procs:
         proc.start()
     try:
-        outcome, seconds, message = results.get(timeout=120)
+        assert reader.poll(120), 'rank 0 still waits after 120 s'
+        outcome, seconds, message = reader.recv()
     finally:
         for proc in procs:
             if proc.is_alive():
