@@ -121,8 +121,13 @@ paths = []
 for dirpath, dirs, files in __import__('os').walk(root):
     dirs[:] = [d for d in dirs if d != '_base_']
     paths += sorted(osp.relpath(osp.join(dirpath, f), root) for f in files if f.endswith('.py'))
+# one twin per folder (they are one template, and test_every_twin_is_generated_from_its_config
+# checks each file), every config through tat_mm:: below
+first_of_folder = {}
+for rel in sorted(paths):
+    first_of_folder.setdefault(osp.dirname(rel), rel)
 twins = {}
-for i, rel in enumerate(sorted(paths)):
+for i, rel in enumerate(sorted(first_of_folder.values())):
     module = 'tat_mm.configs.' + rel[:-3].replace('-', '_').replace('/', '.')
     user = osp.join(folder, f'twin_{i}.py')
     with open(user, 'w') as f:
@@ -137,8 +142,9 @@ for i, rel in enumerate(sorted(paths)):
     user = osp.join(folder, f'text_{i}.py')
     with open(user, 'w') as f:
         f.write(f"_base_ = ['tat_mm::{rel}']\n")
+    inherited = Config.fromfile(user).to_dict()
     # a twin is the installed config itself, parsed (tat_mm.configs.load_config)
-    assert Config.fromfile(user).to_dict() == twins[rel], rel
+    assert rel not in twins or inherited == twins[rel], rel
 # 3) a path that does not exist: the error names where it looked
 with open(osp.join(folder, 'missing.py'), 'w') as f:
     f.write("_base_ = ['tat_mm::seg/no_such_config.py']\n")
@@ -153,9 +159,9 @@ print('configs', len(paths))
 
 
 def test_every_config_inherits_from_the_installed_wheel(second_env, tmp_path):
-    """From outside the checkout: each shipped config, its ``_base_`` chain (local ``_base_/``
-    files, ``mmseg::`` ...) resolved from the installed location, gives the same config through
-    ``tat_mm::`` and through its pure-Python twin."""
+    """From outside the checkout: each shipped config inherits through ``tat_mm::``, its ``_base_``
+    chain (local ``_base_/`` files, ``mmseg::`` ...) resolved from the installed location; the
+    pure-Python twins (one per folder) give the same config with nothing imported first."""
     python, _ = second_env
     out = run_checked([python, '-c', INHERIT_EVERY_CONFIG], tmp_path)
     assert f'configs {len(shipped_configs(CONFIGS))}' in out, out[-2000:]
