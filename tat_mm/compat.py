@@ -176,7 +176,9 @@ def _removing_after_save(save_method: Callable) -> Callable:
 
     @functools.wraps(save_method)
     def save(self, runner, *args, **kwargs):
-        backend = self.file_backend
+        backend = getattr(self, 'file_backend', None)
+        if backend is None:  # before_train has not run: nothing to remove yet
+            return save_method(self, runner, *args, **kwargs)
         removals = self.file_backend = _RemovalsAfterSave(backend)
         try:
             save_method(self, runner, *args, **kwargs)

@@ -323,9 +323,13 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
             f.write(b'new, half')
             raise Killed()
     assert path.read_bytes() == b'old' and os.listdir(path.parent) == ['file.bin']
+    # What a kill leaves (no exception handler ran): removed by the next complete write.
+    (path.parent / '.file.bin.0123abcd.tmp').write_bytes(b'new, half')
+    (path.parent / '.other.bin.0123abcd.tmp').write_bytes(b'another file\'s')
     with atomic_write(str(path), 'w') as f:
         f.write('new')
     assert path.read_text() == 'new'
+    assert sorted(os.listdir(path.parent)) == ['.other.bin.0123abcd.tmp', 'file.bin']
     # Permissions as open() gives them (0o666 less the umask), not mkstemp's 0o600.
     umask = os.umask(0)
     os.umask(umask)

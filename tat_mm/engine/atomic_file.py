@@ -4,11 +4,13 @@ The data go to a hidden temporary file in the target's folder, which is flushed,
 then ``os.replace``-d over the target (an atomic rename on POSIX and Windows, because both names
 are on the same file system), and the folder is ``fsync``-ed so the rename survives a power loss.
 A write that fails or is killed part-way leaves the target as it was: at most a hidden
-``.<name>.<random>.tmp`` file stays behind after a kill (an exception removes it).
+``.<name>.<random>.tmp`` file stays behind after a kill (an exception removes it), until the next
+complete write of the same file removes it.
 """
 import contextlib
 import os
 import os.path as osp
+import re
 import secrets
 from typing import IO, Iterator
 
@@ -21,6 +23,17 @@ def temporary_name(path: str) -> str:
     checkpoints takes it for one."""
     folder, name = osp.split(osp.abspath(path))
     return osp.join(folder, f'.{name}.{secrets.token_hex(4)}{TEMPORARY_SUFFIX}')
+
+
+def remove_stale_temporaries(path: str) -> None:
+    """Remove temporary files that killed writes to ``path`` left behind (only one process
+    writes a given checkpoint: MMEngine saves on rank 0)."""
+    folder, name = osp.split(osp.abspath(path))
+    stale = re.compile(rf'^\.{re.escape(name)}\.[0-9a-f]{{8}}{re.escape(TEMPORARY_SUFFIX)}$')
+    for entry in os.listdir(folder):
+        if stale.match(entry):
+            with contextlib.suppress(OSError):
+                os.remove(osp.join(folder, entry))
 
 
 def fsync_folder(folder: str) -> None:
@@ -71,3 +84,4 @@ def atomic_write(path: str, mode: str = 'wb', encoding: str = None) -> Iterator[
             os.remove(tmp)
         raise
     fsync_folder(folder)
+    remove_stale_temporaries(path)
