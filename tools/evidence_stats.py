@@ -1,4 +1,5 @@
 """The statistic of every evidence protocol: the paired 95 % t-interval over seeds."""
+import use_venv  # noqa: F401,I001  (first: the venv's Python if needed)
 import numpy as np
 
 # Two-sided 97.5 % quantiles of Student's t (95 % intervals over n seeds: df = n - 1).

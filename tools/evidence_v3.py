@@ -19,6 +19,7 @@ Every run is a fresh process writing one JSON file (resumable, like v1), with it
 commit, checkpoint sha256s, package versions, date. A stage-2 run refuses a teacher or stage-1
 checkpoint whose sha256 is not the one its record names.
 """
+import use_venv  # noqa: F401,I001  (first: the venv's Python if needed)
 import datetime
 import hashlib
 import json
