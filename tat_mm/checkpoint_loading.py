@@ -45,6 +45,10 @@ class CheckpointReadError(RuntimeError):
     """A checkpoint file could not be read (truncated, corrupted, not a torch file)."""
 
 
+class CheckpointDownloadError(CheckpointReadError):
+    """A checkpoint URL could not be downloaded (e.g. on a machine without internet)."""
+
+
 def allowed_types() -> List[Union[Callable, Tuple[Callable, str]]]:
     """The types a checkpoint may contain besides torch's own weights-only types.
 
@@ -247,7 +251,15 @@ def _read(load: Callable[[bool], Any], weights_only: bool, name: str,
           local_file: Optional[str] = None, source: Any = None) -> Any:
     try:
         return load(weights_only)
-    except (FileNotFoundError, urllib.error.URLError):  # already say what is wrong
+    except urllib.error.URLError as exc:
+        # One line that names the URL and the way round it, instead of urllib's traceback.
+        raise CheckpointDownloadError(
+            f'Cannot download checkpoint {name!r} ({exc.reason}); this machine may have no '
+            'internet access. Download the file where you can (e.g. `wget <url>`), copy it here '
+            'and give its path instead of the URL: for a teacher '
+            '`--cfg-options model.teacher.checkpoint=<file>`, for a pretrained model '
+            '`load_from=<file>` or its `init_cfg` checkpoint.') from None
+    except FileNotFoundError:  # already says what is wrong
         raise
     except Exception as exc:  # noqa: BLE001 - sorted below
         if source is not None and not _is_torch_file(source):

@@ -432,3 +432,14 @@ def test_student_config_drops_the_tat_mm_import():
     assert plain.model.type == 'ImageClassifier' and plain.load_from is None
     assert plain.model.data_preprocessor.mean == [0.0] * 3
     assert plain.custom_imports.imports == ['my_project']
+
+
+def test_a_url_that_cannot_be_downloaded_names_the_url_and_the_way_round():
+    """Offline (or a dead URL): one error naming the URL and what to set, not urllib's traceback."""
+    from tat_mm.checkpoint_loading import CheckpointDownloadError, load_checkpoint_file
+    url = 'http://127.0.0.1:9/resnet101_teacher.pth'  # loopback, nothing listens on port 9
+    with pytest.raises(CheckpointDownloadError) as info:
+        load_checkpoint_file(url)
+    message = str(info.value)
+    assert url in message and 'model.teacher.checkpoint=<file>' in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
