@@ -15,12 +15,18 @@ the timings). ``OMP_WAIT_POLICY=PASSIVE`` is set here unless already set.
 
     python benchmarks/bench_losses.py            # full sizes (a few minutes on 2 CPU cores)
     python benchmarks/bench_losses.py --quick    # small sizes, seconds
+    python benchmarks/bench_losses.py --device cuda [--amp]   # on a GPU (tools/gpu_check.sh)
+
+``--amp``: the inputs in float16 and each case under float16 autocast, as the losses get them in an
+AMP step (ours compute in float32 inside; the naive and the authors' code run as autocast makes
+them). Without it nothing changes from the float32 runs.
 """
 import os
 
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')  # before torch loads OpenMP
 
 import argparse  # noqa: E402
+import contextlib
 import json
 import resource
 import subprocess
@@ -35,9 +41,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 
-def naive_attention(query, key, value, key_mask=None):
-    """The explicit-matrix attention the memory comparison is against."""
-    logits = query @ key.transpose(-2, -1)
+def naive_attention(query, key, value, key_mask=None, temperature=1.0, statistics=None):
+    """The explicit-matrix attention the memory comparison is against (``tat_attention``'s
+    signature; the benchmark runs temperature 1 and records no statistics)."""
+    logits = query @ key.transpose(-2, -1) / temperature
     if key_mask is not None:
         logits = logits.masked_fill(~key_mask, float('-inf'))
     return torch.softmax(logits, dim=-1) @ value
@@ -114,13 +121,23 @@ def run_case(args):
     mod, fn = build_case(args.case, args.batch, args.size, args.channels)
     mod.to(device)
 
+    dtype = torch.float16 if args.amp else torch.float32
+    autocast = (torch.autocast(device.type, dtype=torch.float16) if args.amp
+                else contextlib.nullcontext())
+
     def step(size):
-        s = torch.randn(args.batch, args.channels, size, size, device=device, requires_grad=True)
-        t = torch.randn(args.batch, args.channels, size, size, device=device)
+        s = torch.randn(args.batch, args.channels, size, size, device=device, dtype=dtype,
+                        requires_grad=True)
+        t = torch.randn(args.batch, args.channels, size, size, device=device, dtype=dtype)
         return s, t
 
+    def loss_backward(s, t):
+        with autocast:
+            value = fn(s, t)
+        value.backward()
+
     s, t = step(32)  # warm-up: load kernels, allocate thread pools
-    fn(s, t).backward()
+    loss_backward(s, t)
     s, t = step(args.size)
     if device.type == 'cuda':
         torch.cuda.synchronize()
@@ -132,7 +149,7 @@ def run_case(args):
     for _ in range(args.repeats):
         s.grad = None
         start = time.perf_counter()
-        fn(s, t).backward()
+        loss_backward(s, t)
         if device.type == 'cuda':
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
@@ -146,6 +163,8 @@ def run_case(args):
 def spawn(case, batch, size, args):
     cmd = [sys.executable, __file__, '--case', case, '--batch', str(batch), '--size', str(size),
            '--channels', str(args.channels), '--repeats', str(args.repeats), '--device', args.device]
+    if args.amp:
+        cmd.append('--amp')
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f'case {case} failed:\n{proc.stderr}')
@@ -157,7 +176,9 @@ def main():
     parser.add_argument('--quick', action='store_true', help='small sizes for a smoke run')
     parser.add_argument('--channels', type=int, default=256)
     parser.add_argument('--repeats', type=int, default=1, help='timed runs per case (min is kept)')
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
+    parser.add_argument('--amp', action='store_true',
+                        help='float16 inputs under float16 autocast, as in an AMP step')
     parser.add_argument('--only', choices=('full', 'seg'), help='run only part (a) or part (b)')
     parser.add_argument('--case', help=argparse.SUPPRESS)
     parser.add_argument('--batch', type=int, help=argparse.SUPPRESS)
@@ -170,8 +191,10 @@ def main():
     full_sizes = (32, 48) if args.quick else (64, 129)
     seg_batch, seg_size = (4, 65) if args.quick else (16, 129)
 
-    print(f'device: {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}, '
-          f'{args.channels} channels\n')
+    device = args.device if args.device == 'cpu' else (
+        f'{args.device} ({torch.cuda.get_device_name(torch.device(args.device))})')
+    print(f'device: {device}, {"AMP (float16 autocast)" if args.amp else "float32"}, torch '
+          f'{torch.__version__}, threads {torch.get_num_threads()}, {args.channels} channels\n')
     print('| loss | batch x map | impl | time (s) | peak extra mem (MB) | speed-up | mem ratio |')
     print('|---|---|---|---|---|---|---|')
     rows = [] if args.only == 'seg' else [('full', 'naive', 1, size) for size in full_sizes]

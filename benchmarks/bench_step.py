@@ -14,6 +14,11 @@ below it cannot be met by a faster implementation of the same method). Then each
 term, and DAM's head options on the real tapped features.
 
     .venv/bin/python benchmarks/bench_step.py [--repeats 5] [--tasks cls seg det]
+    .venv/bin/python benchmarks/bench_step.py --device cuda [--amp]   # on a GPU (tools/gpu_check.sh)
+
+``--device cuda`` moves every model to the GPU and synchronises around each timed call; ``--amp``
+times MMEngine's ``AmpOptimWrapper`` steps (float16 autocast + loss scaler; GPU only) and runs the
+per-loss timings under the same autocast. Without them it measures on CPU exactly as before.
 
 ``OMP_WAIT_POLICY=PASSIVE`` is set here (before torch loads OpenMP) unless already set: with the
 default (spinning) policy, CPU timings on a shared machine become bimodal.
@@ -23,13 +28,14 @@ import os
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import copy  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
-from mmengine.optim import OptimWrapper  # noqa: E402
+from mmengine.optim import AmpOptimWrapper, OptimWrapper  # noqa: E402
 from mmengine.registry import MODELS as ROOT_MODELS  # noqa: E402
 from mmengine.registry import DefaultScope  # noqa: E402
 
@@ -129,6 +135,28 @@ DAM_OPTION_TAPS = {  # task: (student tap, DAMDistillLoss config without dam)
 }
 
 
+# Where and how the steps run: set once by main() from --device / --amp.
+DEVICE = torch.device('cpu')
+AMP = False
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work (timings of asynchronous CUDA calls); nothing on CPU."""
+    if DEVICE.type == 'cuda':
+        torch.cuda.synchronize(DEVICE)
+
+
+def optim_wrapper(params, lr: float = 1e-4) -> OptimWrapper:
+    """SGD in an ``OptimWrapper``, or MMEngine's ``AmpOptimWrapper`` with ``--amp``."""
+    wrapper = AmpOptimWrapper if AMP else OptimWrapper
+    return wrapper(optimizer=torch.optim.SGD(params, lr=lr))
+
+
+def amp_context():
+    """float16 autocast with ``--amp`` (what AmpOptimWrapper's steps run under), else nothing."""
+    return torch.autocast(DEVICE.type, dtype=torch.float16) if AMP else contextlib.nullcontext()
+
+
 def interleaved_times(fns: dict, repeats: int) -> dict:
     """Times of each function in ``repeats`` interleaved rounds, so load changes hit all alike."""
     for fn in fns.values():
@@ -136,8 +164,10 @@ def interleaved_times(fns: dict, repeats: int) -> dict:
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            synchronize()
             start = time.perf_counter()
             fn()
+            synchronize()
             times[name].append(time.perf_counter() - start)
     return times
 
@@ -162,22 +192,25 @@ def bench_task(task: str, repeats: int, tmp: str) -> dict:
     distillers = {}
     with DefaultScope.overwrite_default_scope(scope):
         torch.manual_seed(0)
-        plain = registry.build(student_cfg).train()
+        plain = registry.build(student_cfg).to(DEVICE).train()
         for name, (_, distill) in variants.items():
             torch.manual_seed(0)
             distillers[name] = registry.build(dict(
                 type=dict(cls='ClsDistiller', seg='SegDistiller', det='DetDistiller')[task],
                 student=student_cfg, teacher=dict(config=teacher_cfg, checkpoint=ckpt),
-                distill=copy.deepcopy(distill))).train()
+                distill=copy.deepcopy(distill))).to(DEVICE).train()
     batch = fake_batch(task, 2, size, NUM_CLASSES)
-    plain_optim = OptimWrapper(torch.optim.SGD(plain.parameters(), lr=1e-4))
+    plain_optim = optim_wrapper(plain.parameters())
     first = next(iter(distillers.values()))
     data = first.data_preprocessor(batch, True)
 
-    fns = dict(student=lambda: plain.train_step(batch, plain_optim),
-               teacher=lambda: first._run_teacher(data['inputs'], data['data_samples']))
+    def run_teacher():
+        with amp_context():  # the teacher runs inside the step's autocast
+            first._run_teacher(data['inputs'], data['data_samples'])
+
+    fns = dict(student=lambda: plain.train_step(batch, plain_optim), teacher=run_teacher)
     for name, distiller in distillers.items():
-        optim = OptimWrapper(torch.optim.SGD(distiller.parameters(), lr=1e-4))
+        optim = optim_wrapper(distiller.parameters())
         fns[name] = lambda d=distiller, o=optim: d.train_step(batch, o)
     rounds = interleaved_times(fns, repeats)
     times = medians(rounds)
@@ -199,7 +232,9 @@ def bench_task(task: str, repeats: int, tmp: str) -> dict:
 
 def tap_features(distiller, data) -> tuple:
     """{student tap: feature}, {student tap: teacher feature} of a distiller's pairs."""
-    student_feats, teacher_feats = distiller.tapped_features(data['inputs'], data['data_samples'])
+    with amp_context():  # float16 features with --amp, as the step's losses get them
+        student_feats, teacher_feats = distiller.tapped_features(data['inputs'],
+                                                                 data['data_samples'])
     return ({pair.student_tap: student_feats[pair.student_tap] for pair in distiller.pairs},
             {pair.student_tap: teacher_feats[pair.teacher_tap].float() for pair in distiller.pairs})
 
@@ -209,7 +244,8 @@ def time_loss(loss, s_feat, t_feat):
     s_feat = s_feat.detach().requires_grad_()
 
     def run():
-        out = loss(s_feat, t_feat)
+        with amp_context():
+            out = loss(s_feat, t_feat)
         (sum(out.values()) if isinstance(out, dict) else out).backward()
     return run
 
@@ -242,7 +278,7 @@ def dam_option_times(task: str, distiller, data, repeats: int) -> dict:
     num_classes = 1 if task == 'seg' else NUM_CLASSES
     for name, option in DAM_OPTIONS.items():
         torch.manual_seed(0)
-        loss = ROOT_MODELS.build(dict(cfg, dam=dict(num_classes=num_classes, **option)))
+        loss = ROOT_MODELS.build(dict(cfg, dam=dict(num_classes=num_classes, **option))).to(DEVICE)
         fns[name] = time_loss(loss, s_feats[tap], t_feats[tap])
     return interleaved_medians(fns, repeats)
 
@@ -289,8 +325,10 @@ def bench_dafa(task: str, repeats: int, tmp: str) -> dict:
             model = registry.build(dict(
                 type=dict(cls='ClsDistiller', seg='SegDistiller', det='DetDistiller')[task],
                 student=student_cfg, teacher=dict(config=teacher_cfg, checkpoint=ckpt),
-                distill=distill)).train()
+                distill=distill)).to(DEVICE).train()
             optim_cfg = dict(optimizer=dict(type='SGD', lr=1e-4, momentum=0.9))
+            if AMP:
+                optim_cfg['type'] = 'AmpOptimWrapper'
             if name != 'plain':
                 optim_cfg['constructor'] = 'DAFAOptimWrapperConstructor'
             optim = build_optim_wrapper(model, optim_cfg)
@@ -304,7 +342,7 @@ def main_dafa(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
             rows.append(bench_dafa(task, args.repeats, tmp))
-    print(f'\nDAFA, batch 2, CPU, {torch.get_num_threads()} threads, median of {args.repeats}; '
+    print(f'\nDAFA, batch 2, {device_label()}, {torch.get_num_threads()} threads, median of {args.repeats}; '
           f'load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs\n')
     print('| task | input | distill step (s) | DAFA normal step (s) | ratio | DAFA search step (s) '
           '| ratio |')
@@ -315,13 +353,28 @@ def main_dafa(args) -> None:
               f"{r['dafa search']:.3f} | {r['dafa search'] / r['plain']:.2f}x |")
 
 
+def device_label() -> str:
+    """'CPU', or the GPU's name, plus ', AMP (float16)' with --amp."""
+    name = 'CPU' if DEVICE.type == 'cpu' else torch.cuda.get_device_name(DEVICE)
+    return name + (', AMP (float16)' if AMP else ', float32')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=list(TASKS))
     parser.add_argument('--dafa', action='store_true',
                         help="only DAFA's cost: normal and search step vs. the distillation step")
+    parser.add_argument('--device', default='cpu', help="where to run: 'cpu' (default) or 'cuda'")
+    parser.add_argument('--amp', action='store_true',
+                        help='time AmpOptimWrapper steps (float16 autocast + loss scaler; GPU only)')
     args = parser.parse_args()
+    global DEVICE, AMP
+    DEVICE, AMP = torch.device(args.device), args.amp
+    if DEVICE.type == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: torch.cuda.is_available() is False on this machine.')
+    if AMP and DEVICE.type != 'cuda':
+        parser.error('--amp times MMEngine\'s AmpOptimWrapper, which needs a GPU: add --device cuda.')
     if args.dafa:
         return main_dafa(args)
     torch.manual_seed(0)
@@ -331,7 +384,7 @@ def main():
         for task in args.tasks:
             results.append(bench_task(task, args.repeats, tmp))
     load_after = os.getloadavg()
-    print(f'\nbatch 2, CPU, {torch.get_num_threads()} threads, OMP_WAIT_POLICY='
+    print(f'\nbatch 2, {device_label()}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY='
           f"{os.environ.get('OMP_WAIT_POLICY')}, median of {args.repeats} (torch {torch.__version__}); "
           f'load average 1/5/15 min before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}'
           f', after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} '

@@ -1,5 +1,6 @@
-"""Test isolation shared by every test file."""
+"""Test isolation shared by every test file, and the ``cuda`` marker's skip."""
 import pytest
+import torch
 from mmengine.registry import DefaultScope
 
 
@@ -16,3 +17,13 @@ def fresh_default_scope():
     yield
     DefaultScope._instance_dict.clear()
     DefaultScope._instance_dict.update(saved)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` where there is no GPU: pytest reports them as skipped."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs a CUDA GPU (torch.cuda.is_available() is False)')
+    for item in items:
+        if item.get_closest_marker('cuda') is not None:
+            item.add_marker(skip)

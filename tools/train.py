@@ -51,6 +51,51 @@ def parse_args():
     return args
 
 
+def _type_name(optim_type) -> str:
+    """A config ``type`` as a name (new-style configs give the class itself)."""
+    return getattr(optim_type, '__name__', optim_type) or 'OptimWrapper'
+
+
+def check_amp_device(what: str = '--amp') -> None:
+    """Stop at once, before the model is built, when AMP cannot run on this machine.
+
+    MMEngine's ``AmpOptimWrapper`` (torch.cuda.amp's loss scaler) needs a GPU (or NPU / MLU /
+    MUSA); without one it fails with an ``AssertionError`` only after the model is built.
+    """
+    from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
+                                 is_npu_available)
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available()):
+        raise SystemExit(
+            f'tools/train.py: error: {what} needs a GPU (MMEngine\'s AmpOptimWrapper, with '
+            'torch.cuda.amp\'s loss scaler), and this machine has none (torch.cuda.is_available() '
+            'is False). On CPU, train in float32: run without --amp (and without '
+            'optim_wrapper.type=AmpOptimWrapper). See docs/amp_and_cuda.md.')
+
+
+def enable_amp(cfg) -> None:
+    """``--amp``: MMEngine's ``AmpOptimWrapper`` with dynamic loss scaling, as mm* tools do.
+
+    Args:
+        cfg (Config): The config; its ``optim_wrapper.type`` is switched in place.
+    """
+    check_amp_device()
+    optim_type = _type_name(cfg.optim_wrapper.get('type'))
+    if optim_type == 'AmpOptimWrapper':
+        print_log('AMP training is already enabled in your config.', logger='current',
+                  level=logging.WARNING)
+        return
+    if optim_type != 'OptimWrapper':
+        raise SystemExit(
+            f'tools/train.py: error: --amp replaces the optimizer wrapper OptimWrapper by '
+            f'AmpOptimWrapper, but this config\'s optim_wrapper.type is {optim_type!r}, which '
+            'it cannot replace (mixed precision needs AmpOptimWrapper\'s loss scaler). Run '
+            f'without --amp, or, if {optim_type} adds nothing you need, set '
+            "optim_wrapper.type='AmpOptimWrapper' (loss_scale='dynamic') in the config.")
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
 def main():
     args = parse_args()
     if args.threads:
@@ -71,16 +116,9 @@ def main():
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
     if args.amp:
-        optim_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if optim_type == 'AmpOptimWrapper':
-            print_log('AMP training is already enabled in your config.', logger='current',
-                      level=logging.WARNING)
-        else:
-            assert optim_type == 'OptimWrapper', (
-                f'`--amp` is only supported when the optimizer wrapper type is `OptimWrapper`, '
-                f'but got {optim_type}.')
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.loss_scale = 'dynamic'
+        enable_amp(cfg)
+    elif _type_name(cfg.get('optim_wrapper', {}).get('type')) == 'AmpOptimWrapper':
+        check_amp_device('optim_wrapper.type=AmpOptimWrapper in the config')
 
     if args.resume == 'auto':
         cfg.resume = True

@@ -7,6 +7,7 @@ are the student's, so upstream evaluators, test loops and inference code work un
 
 The task adapters in ``tat_mm/models/`` only say which library builds the models.
 """
+import contextlib
 import copy
 import difflib
 import inspect
@@ -445,10 +446,16 @@ class BaseDistiller(BaseModel):
         self.teacher_taps.clear()
         if self.teacher_preprocessing is not None:
             inputs = self.teacher_preprocessing(inputs, data_samples)
+        # A teacher in teacher_dtype runs in exactly that dtype, autocast (AMP) off: under autocast
+        # its convs would return the autocast dtype, which its own norm layers (in teacher_dtype)
+        # refuse when the two differ ('mixed dtype'), e.g. bfloat16 teacher + float16 AMP.
+        amp_off = contextlib.nullcontext()
         if self._teacher_dtype is not None:
             inputs = inputs.to(self._teacher_dtype)
+            amp_off = torch.autocast(device_type=inputs.device.type, enabled=False)
         try:
-            self.teacher(inputs, data_samples, mode='tensor')
+            with amp_off:
+                self.teacher(inputs, data_samples, mode='tensor')
         except TapsComplete:  # every teacher feature recorded: skip the rest of the teacher
             pass
         return self.teacher_taps.pop_all()
@@ -497,16 +504,59 @@ class BaseDistiller(BaseModel):
         losses.update(distill_losses)
         return losses
 
-    @staticmethod
-    def _check_finite(terms: Dict[str, torch.Tensor]) -> None:
-        # One device sync for all terms, not one per term.
+    def _check_finite(self, terms: Dict[str, torch.Tensor]) -> None:
+        """Raise ``FloatingPointError`` naming each non-finite distillation term, and saying why.
+
+        One device sync for all terms. Only when a term is not finite, the message looks further:
+        whether the step ran under autocast (AMP) and whether the weights themselves are finite.
+        Non-finite float32 weights mean the value is NaN in float32 too (the run diverged; AMP is
+        not the cause). Finite weights under float16 autocast mean the float16 forward overflowed
+        (65504 is float16's largest value): the loss scaler does not catch that. Its normal event
+        is a step whose *gradients* overflow, which it skips while lowering the scale; that happens
+        after this check and never reaches it (this checks the forward values only).
+
+        Args:
+            terms (Dict[str, torch.Tensor]): The distillation terms of this step, by log key.
+        """
         values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
-        if not bool(torch.isfinite(values).all()):
-            bad = {k: v.item() for k, v in zip(terms, values) if not torch.isfinite(v)}
-            raise FloatingPointError(
-                f'Distillation loss {", ".join(f"{k} is {v}" for k, v in bad.items())}: lower '
-                'its loss_weight or the learning rate, check the teacher checkpoint, or use fp32 '
-                '(set check_finite=False to train on regardless).')
+        if bool(torch.isfinite(values).all()):
+            return
+        bad = ', '.join(f'{k} is {v.item()}' for k, v in zip(terms, values) if not torch.isfinite(v))
+        device_type = values.device.type
+        amp_dtype = (torch.get_autocast_dtype(device_type)
+                     if torch.is_autocast_enabled(device_type) else None)
+
+        def non_finite(module: nn.Module) -> List[str]:
+            tensors = list(module.named_parameters()) + list(module.named_buffers())
+            return [name for name, t in tensors
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+        broken, broken_teacher = non_finite(self), non_finite(self.teacher)
+        if broken:
+            why = (f'The weights are not finite themselves ({", ".join(broken[:3])}'
+                   f'{", ..." if len(broken) > 3 else ""}), so the value is NaN in float32 too: the '
+                   'run diverged (not an AMP event). Lower the learning rate or the loss_weight, '
+                   'or resume from an earlier checkpoint.')
+        elif broken_teacher:
+            why = (f'The teacher\'s weights in {next(self.teacher.parameters()).dtype} are not '
+                   f'finite ({", ".join(broken_teacher[:3])}): its checkpoint holds values beyond '
+                   "that dtype's range (float16 ends at 65504). Use teacher_dtype='bfloat16' or "
+                   'None.')
+        elif amp_dtype == torch.float16:
+            why = ('Every weight is finite, so this is a float16 overflow in this step\'s forward '
+                   'pass under autocast (AMP): float32 would not overflow here. The loss scaler '
+                   'does not catch it (it only skips steps whose gradients overflow, lowering its '
+                   "scale: the normal AMP event). Use AmpOptimWrapper's dtype='bfloat16' (the "
+                   'range of float32) where the GPU has it, lower the loss_weight, or train in '
+                   'float32.')
+        else:
+            precision = ('float32' if amp_dtype is None else
+                         f'{str(amp_dtype).replace("torch.", "")} autocast (float32\'s range)')
+            why = (f'Every weight is finite and the step ran in {precision}, so the value is NaN '
+                   'in float32 too: lower its loss_weight or the learning rate, or check the '
+                   'teacher checkpoint.')
+        raise FloatingPointError(f'Distillation loss {bad}. {why} (Set check_finite=False to '
+                                 'train on regardless.)')
 
     def _loss_kwargs(self, student_feat: torch.Tensor, inputs: torch.Tensor, data_samples) -> dict:
         """Extra keyword arguments for the losses that accept them (detection passes boxes).

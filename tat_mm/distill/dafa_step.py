@@ -26,6 +26,24 @@ passes restore the student's BN statistics, so the normal step sees what it woul
 Distributed: wrap with ``model_wrapper_cfg=dict(type='DAFADistributedDataParallel')``; the search
 passes run on the inner model and all-reduce their gradients (so every rank takes the same search
 step), the normal step goes through DDP as usual.
+
+Mixed precision (``--amp``, MMEngine's ``AmpOptimWrapper`` as the ``model`` wrapper): the normal
+step runs under the wrapper's autocast and loss scaler like any other train step; the search
+passes run in float32, with autocast off and without the scaler, on purpose:
+
+* the finite difference ``(L_dafa(w+) - L_dafa(w-)) / (2 eps)`` subtracts two losses at weights
+  only ``2 fd_radius`` apart (0.02, along ``v / ||v||``), which agree in their leading digits:
+  float16 keeps about three significant digits, so in float16 f(b) would be mostly rounding (and
+  its RELAX estimate noise);
+* the search differentiates with ``torch.autograd.grad``, not ``backward``, and writes the search
+  gradients itself: a ``GradScaler`` scales ``backward`` and checks the optimizer's ``.grad`` only,
+  so it would neither see these gradients nor know how to skip a virtual step;
+* the virtual step ``w' = w - xi * g`` moves the float32 master weights, whose gradient must not
+  have been scaled.
+
+It costs float32 speed only on search iterations (the first ``search_iters``, every
+``search_interval``-th); the ``dafa`` wrapper stays a plain ``OptimWrapper`` (float32 gradients set
+here, nothing to unscale).
 """
 import contextlib
 import math
@@ -85,6 +103,11 @@ def split_optim_wrapper(optim_wrapper, search_phase: bool) -> Tuple[OptimWrapper
         raise ValueError('DAFA search (search_iters > 0) needs a second optimizer for the search '
                          f'parameters, but the runner gave one optimizer. Use {OPTIM_HELP}.')
     return optim_wrapper, None
+
+
+def _device_type(module: torch.nn.Module) -> str:
+    """'cuda', 'cpu', ... of ``module``'s parameters (for ``torch.autocast``)."""
+    return next(module.parameters()).device.type
 
 
 def _all_reduce_mean(tensors: List[Tensor]) -> List[Tensor]:
@@ -225,11 +248,12 @@ def bilevel_search_step(distiller, data: dict, model_ow: OptimWrapper, dafa_ow: 
 
     # Hypergradient -xi * dE_b[f(b)]; the control variate descends the estimator's variance.
     dafa_ow.zero_grad()
-    variance = torch.zeros(())
-    hyper_sq = torch.zeros(())
+    # Log values on the device: no sync per search module (the logger reads them once).
+    variance = torch.zeros((), device=objective.device)
+    hyper_sq = torch.zeros((), device=objective.device)
     for search, gp, gm in zip(searches, g_plus, g_minus):
         relax = search.relax_gradients(objective)
-        variance = variance + relax.pop('variance').cpu()
+        variance = variance + relax.pop('variance').float()
         hyper = dict(magnitudes=-xi * (gp - gm) / (2 * eps),
                      probabilities=-xi * relax.pop('probabilities'),
                      selection_logits=-xi * relax.pop('selection_logits'))
@@ -237,7 +261,7 @@ def bilevel_search_step(distiller, data: dict, model_ow: OptimWrapper, dafa_ow: 
         for name, param in search.named_parameters():
             param.grad = hyper[name].to(param.dtype)
             if not name.startswith('control_variate'):
-                hyper_sq = hyper_sq + hyper[name].float().pow(2).sum().cpu()
+                hyper_sq = hyper_sq + hyper[name].float().pow(2).sum()
     dafa_ow.step()
     dafa_ow.zero_grad()
     for search in searches:
@@ -272,7 +296,10 @@ def dafa_train_step(distiller, data, optim_wrapper, ddp: Optional[MMDistributedD
         with _teacher_runs_once(distiller):
             data = distiller.data_preprocessor(data, True)
             if first.search_due(step):
-                search_logs = bilevel_search_step(distiller, data, model_ow, dafa_ow, dafa_losses)
+                # float32 even inside an outer autocast (module docstring: Mixed precision)
+                with torch.autocast(device_type=_device_type(distiller), enabled=False):
+                    search_logs = bilevel_search_step(distiller, data, model_ow, dafa_ow,
+                                                      dafa_losses)
             runner_model = distiller if ddp is None else ddp
             with model_ow.optim_context(runner_model):
                 losses = runner_model._run_forward(data, mode='loss')

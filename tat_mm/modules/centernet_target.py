@@ -72,8 +72,8 @@ def centernet_targets(gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor], n
             raise ValueError(f'image {i}: labels must be in [0, {num_classes}), got {l.tolist()}')
     boxes = torch.cat([b.float().reshape(-1, 4) for b in gt_boxes]).to(device)
     labels = torch.cat([l.long().reshape(-1) for l in gt_labels]).to(device)
-    batch = torch.cat([torch.full((len(b),), i, dtype=torch.long) for i, b in enumerate(gt_boxes)])
-    batch = batch.to(device)
+    batch = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=device)
+                       for i, b in enumerate(gt_boxes)])
 
     bw = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
     bh = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)

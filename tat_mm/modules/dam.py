@@ -15,6 +15,7 @@ average-pooled map and upsamples their outputs (4x cheaper again, for very large
 import math
 from typing import Dict, Optional
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.registry import MODELS
@@ -116,6 +117,11 @@ class DAM(nn.Module):
             # CenterNet targets keep the input resolution.
             heatmap, wh, offset = (F.interpolate(y, size=size, mode='bilinear', align_corners=False)
                                    for y in (heatmap, wh, offset))
+        # The maps leave in float32 (the heads' convs may run in float16 under AMP): in float16 the
+        # sigmoid of a logit above ~8 is exactly 1, which makes the CenterNet focal loss's
+        # log(1 - p) infinite and turns every such cell into a tie for the peak search.
+        heatmap, wh, offset = (y.float() if y.dtype in (torch.float16, torch.bfloat16) else y
+                               for y in (heatmap, wh, offset))
         return dict(heatmap=heatmap.sigmoid(), size=wh, offset=offset)
 
     def detect(self, x: Tensor, k: int = 8, kernel: int = 3, mode: str = 'binary',
