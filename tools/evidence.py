@@ -386,6 +386,8 @@ def gradient_stats(args, num_images: int = 16) -> str:
     torch.set_num_threads(args.threads)
     import tat_mm  # noqa: F401
     from tat_mm.demo.figures import _preprocess, build_model, val_samples
+    from tat_mm.engine.gradient_shares import (COMBINED, distill_loss_keys, gradient_shares,
+                                               student_parameters)
     lines = ['| teacher | method | seed | task loss | distillation terms | '
              '\\|g distill\\| / \\|g task\\| | cos(g distill, g task) |',
              '|---|---|---|---|---|---|---|']
@@ -402,19 +404,14 @@ def gradient_stats(args, num_images: int = 16) -> str:
                 samples, _ = val_samples(cfg, 'seg', list(range(num_images)))
                 data = _preprocess(model, samples)
                 losses = model.loss(data['inputs'], data['data_samples'])
-                distill_keys = {k for k in losses for pair_mod in model.pairs
-                                if k.endswith('.' + pair_mod.student_tap)}
+                # The same computation as DistillHealthHook's health/grad_ratio and grad_cos.
+                distill_keys = distill_loss_keys(model, losses)
+                share = gradient_shares(losses, distill_keys, student_parameters(model),
+                                        combined=True)[COMBINED]
                 task_loss = sum(v for k, v in losses.items() if 'loss' in k and k not in distill_keys)
                 distill_loss = sum(losses[k] for k in distill_keys)
-                params = [p for p in model.student.parameters() if p.requires_grad]
-                grads = [torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
-                                    for g, p in zip(torch.autograd.grad(
-                                        loss, params, retain_graph=True, allow_unused=True), params)])
-                         for loss in (task_loss, distill_loss)]
-                ratio = grads[1].norm() / grads[0].norm()
-                cosine = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0)
                 lines.append(f'| {pair} | {method} | {seed} | {task_loss.item():.3f} | '
-                             f'{distill_loss.item():.3f} | {ratio.item():.2f} | {cosine.item():+.3f} |')
+                             f'{distill_loss.item():.3f} | {share.ratio:.2f} | {share.cosine:+.3f} |')
     return '\n'.join(lines)
 
 
