@@ -119,3 +119,21 @@ def test_quick_mode_has_its_own_work_dir():
     assert demo.parse_args(['--quick']).work_dir.endswith(osp.join('work_dirs', 'demo_quick'))
     assert demo.parse_args([]).work_dir.endswith(osp.join('work_dirs', 'demo'))
     assert demo.parse_args(['--pair', 'r50']).work_dir.endswith(osp.join('work_dirs', 'demo_r50'))
+
+
+def test_quick_pretrained_student_demo(tmp_path):
+    """--pretrained-student: teacher on the whole train pool, stage 1, then the control and TaT
+    continued from the stage-1 checkpoint through load_from (the plain student loads strictly)."""
+    proc = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--quick', '--pretrained-student',
+         '--tasks', 'cls', '--methods', 'tat', '--work-dir', str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "Loaded a plain student checkpoint" in out
+    table = (tmp_path / 'results.md').read_text()
+    assert 'QUICK MODE' in table and '| control: student alone continued | 1 |' in table
+    assert '| + TaT | 1 |' in table and 'stage 1 (student alone, from scratch)' in table
+    record = json.loads((tmp_path / 'records' / 'cls' / 'r50' / 'tat' / 'seed0.json').read_text())
+    assert record['init']['sha256'] == json.loads(
+        (tmp_path / 'records' / 'cls' / 'stage1' / 'seed0.json').read_text())['checkpoint_sha256']
