@@ -45,6 +45,7 @@ LOSS_SHORT_NAMES = {
     'ReviewKDLoss': 'review_kd',
     'PKDLoss': 'pkd',
     'MGDLoss': 'mgd',
+    'DISTLoss': 'dist',
 }
 
 

@@ -38,3 +38,8 @@ __all__ += ['DAFADistillLoss']
 from .loss_statistics import ReportsStatistics, record_statistics  # noqa: E402
 
 __all__ += ['ReportsStatistics', 'record_statistics']
+# DIST (issue 25); logit standardization is an option of KDLoss / DKDLoss.
+from .dist_loss import DISTLoss  # noqa: E402
+from .logit_standardization import standardize_logits  # noqa: E402
+
+__all__ += ['DISTLoss', 'standardize_logits']

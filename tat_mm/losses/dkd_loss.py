@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from mmengine.registry import MODELS
 
 from .feature_loss_utils import to_fp32
+from .logit_standardization import standardize_logits
 
 
 @MODELS.register_module()
@@ -29,6 +30,14 @@ class DKDLoss(nn.Module):
     on CIFAR (1 on ImageNet, i.e. no ramp); that schedule is not built in: use ImageNet-style
     settings or a smaller ``loss_weight``.
 
+    ``logit_standardization=True`` (Sun et al., CVPR 2024): student and teacher logits are z-scored
+    per sample over the classes before the temperature, as in the authors' ``dkd_loss``
+    (``sunshangquan/logit-standardization-KD``, ``mdistiller/distillers/DKD.py``: Bessel-corrected
+    std plus 1e-7, see :func:`~tat_mm.losses.logit_standardization.standardize_logits`). Their
+    CIFAR-100 setting with it (``tools/train.py --logit-stand --base-temp 2 --kd-weight 9``):
+    T = 2 and alpha, beta both multiplied by 9 (alpha 9, beta 72 on the ResNet-32x4 -> 8x4 pair),
+    cross-entropy weight 1, the 20-epoch ramp kept.
+
     Labels: the distiller passes them as ``gt_label`` (``ClsDistiller`` does, from the data samples'
     ``gt_label``), only to losses whose ``forward`` takes that argument. Computed in fp32 (autocast
     off) from fp16/bf16 logits; the teacher is detached.
@@ -38,13 +47,16 @@ class DKDLoss(nn.Module):
         beta (float): Weight of NCKD. Defaults to 8.0.
         temperature (float): Softmax temperature T. Defaults to 4.0.
         loss_weight (float): Multiplier of the whole loss. Defaults to 1.0.
+        logit_standardization (bool): z-score each sample's logits over the classes before the
+            temperature. Defaults to False (DKD as published).
     """
 
     def __init__(self,
                  alpha: float = 1.0,
                  beta: float = 8.0,
                  temperature: float = 4.0,
-                 loss_weight: float = 1.0):
+                 loss_weight: float = 1.0,
+                 logit_standardization: bool = False):
         super().__init__()
         if not temperature > 0:
             raise ValueError(f'DKDLoss: temperature must be positive, got {temperature!r}')
@@ -54,6 +66,7 @@ class DKDLoss(nn.Module):
         self.beta = beta
         self.temperature = temperature
         self.loss_weight = loss_weight
+        self.logit_standardization = bool(logit_standardization)
 
     def _check_inputs(self, student: torch.Tensor, teacher: torch.Tensor,
                       gt_label: Optional[torch.Tensor]) -> None:
@@ -92,8 +105,10 @@ class DKDLoss(nn.Module):
         self._check_inputs(student_logits, teacher_logits, gt_label)
         t = self.temperature
         with torch.autocast(device_type=student_logits.device.type, enabled=False):
-            z_s = to_fp32(student_logits) / t
-            z_t = to_fp32(teacher_logits.detach()) / t
+            z_s, z_t = to_fp32(student_logits), to_fp32(teacher_logits.detach())
+            if self.logit_standardization:
+                z_s, z_t = standardize_logits(z_s), standardize_logits(z_t)
+            z_s, z_t = z_s / t, z_t / t
             target = F.one_hot(gt_label.long(), z_s.shape[1]).bool()
             tckd = self._binary_kl(z_s, z_t, target)
             # Non-target logits only: (B, K - 1), the target removed from every row.
