@@ -24,10 +24,16 @@ class ATLoss(nn.Module):
     The attention map of a (B, C, H, W) activation is the channel-wise sum of ``|A_c|^p`` (p = 2
     in the paper), flattened to H*W values and L2-normalised per image. The paper writes the loss
     as ``beta / 2 * sum_j || Q_S^j / ||Q_S^j|| - Q_T^j / ||Q_T^j|| ||_p`` over the tapped layers
-    j; the authors' code (and every reproduction: RepDistiller, mdistiller) computes, per layer, the
-    *mean squared* difference over batch and positions, with beta = 1000. We follow the code: one
-    ATLoss per tapped layer (one distill entry each), and ``loss_weight = beta / 2 = 500`` gives the
-    authors' ``beta / 2 * sum`` (mdistiller uses 1000 per layer).
+    j; the authors' code computes, per layer, the *mean squared* difference over batch and
+    positions, ``at_loss(x, y) = (at(x) - at(y)).pow(2).mean()``, and adds ``opt.beta *
+    sum(loss_groups)`` with ``--beta 1e+3`` (``szagoruyko/attention-transfer``: ``cifar.py`` and
+    ``imagenet.py``, README): beta = 1000 per layer, *without* the paper's ``1 / 2``. mdistiller
+    (``mdistiller/distillers/AT.py``, ``AT.LOSS.FEAT_WEIGHT = 1000`` in ``engine/cfg.py``, not
+    overridden by its ``at.yaml`` configs) and RepDistiller (``-b 1000``) do the same. We follow the
+    code: one ATLoss per tapped layer (one distill entry each); ``loss_weight = 1000`` reproduces
+    the authors' code and mdistiller, ``500`` the paper's formula (``beta / 2`` with beta = 1000).
+    (Until issue 25 this docstring said 500 reproduced the authors' code: it reproduces the paper's
+    text, not the code.)
 
     Student and teacher widths may differ (the maps have one channel); their spatial sizes must
     match (set ``resize=True`` in the distill entry otherwise). No parameters. Computed in fp32

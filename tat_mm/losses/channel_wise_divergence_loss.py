@@ -26,9 +26,16 @@ class ChannelWiseDivergenceLoss(nn.Module):
     teacher's width; otherwise the maps are compared directly.
 
     Settings the authors' code and reproductions use (the paper has no single default): logits
-    T = 4, loss weight 3 (the CWD authors' segmentation criterion, also in MGD's segmentation code;
-    MMRazor's reproduction of PSPNet R101 -> R18 uses T = 1, weight 3); FPN features T = 1,
-    weight 10 (MMRazor's RetinaNet / Faster R-CNN configs).
+    T = 4, loss weight 3 (the CWD authors' Cityscapes PSPNet run, ``irfanICMLL/TorchDistiller``
+    ``SemSeg-distill``: ``bash exp_cwd.sh channel kl 3 4 ...``, i.e. ``--lambda-cwd 3
+    --temperature 4``; MGD's segmentation code uses the same criterion); MMRazor's reproduction of
+    PSPNet R101 -> R18 on Cityscapes uses T = 1, weight **5**
+    (``configs/distill/mmseg/cwd/cwd_logits_pspnet_r101_d8_pspnet_r18_d8_512x1024_cityscapes_80k.py``;
+    MMRazor's *MGD* segmentation config adds a CWD term with T = 1, weight 3); FPN features T = 1,
+    weight 10 on each level (MMRazor's ``cwd_fpn_frcnn_r101_frcnn_r50_1x_coco.py``, inherited by
+    ``cwd_fpn_retina_r101_retina_r50_1x_coco.py``). (Until issue 25 this docstring gave MMRazor's
+    PSPNet weight as 3.) All of them normalise like this loss: KL summed over positions, times
+    ``T^2``, divided by ``N * C``.
 
     Computed in fp32 (autocast off) from fp16/bf16 inputs; the teacher is detached.
 

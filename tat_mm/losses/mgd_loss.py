@@ -21,6 +21,11 @@ class MGDLoss(BaseFeatureLoss):
       ``mask_type='spatial'`` (detection, segmentation): one (B, 1, H, W) mask, each position
       zeroed with probability ``lambda_mgd``. ``'channel'`` (the authors' classification code):
       one (B, C, 1, 1) mask, each teacher-width channel zeroed with probability ``lambda_mgd``.
+      With ``u = torch.rand(...)``, a position is *kept* when ``u >= lambda_mgd``; the authors'
+      code (``yzd-v/MGD``, and MMRazor's ``MGDLoss``) keeps it when ``u <= 1 - lambda_mgd``
+      (``torch.where(u > 1 - lambda_mgd, 0, 1)``). Both keep with probability
+      ``1 - lambda_mgd``: the same distribution, but not the same mask for the same seed (ours on
+      a draw ``u`` is theirs on ``1 - u``), so seeded runs of the two draw different masks.
     * ``G``, the generation block (the paper's "simple block"): Conv3x3 -> ReLU -> Conv3x3, both
       teacher width with bias, trained with the student and discarded after training.
     * The squared error is *summed* over channels and positions and divided by the batch size

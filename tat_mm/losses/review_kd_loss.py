@@ -92,8 +92,9 @@ class ReviewKDLoss(nn.Module):
 
     Authors' settings: loss weight 1 (with CE weight 1); ImageNet ResNet-34 -> ResNet-18 on the
     four stages plus the pooled feature (channels 64, 128, 256, 512, 512, ``mid_channels`` 512);
-    CIFAR ``mid_channels`` = the deepest student width, loss weight warmed up linearly over 20
-    epochs (not built in). (B, C) inputs (a pooled feature, e.g. the ``neck`` output) are used as
+    CIFAR loss weight warmed up linearly over 20 epochs (not built in). The fusion width is the
+    reference's by default: ``min(512, deepest student width)`` (mdistiller's ``ReviewKD``,
+    ``mid_channel = min(512, in_channels[-1])``), one width for every stage. (B, C) inputs (a pooled feature, e.g. the ``neck`` output) are used as
     (B, C, 1, 1) maps. The authors distil pre-ReLU features; tapping mmpretrain's stage outputs
     gives post-ReLU ones.
 
@@ -102,7 +103,8 @@ class ReviewKDLoss(nn.Module):
     Args:
         student_channels (Sequence[int]): Channels of each student tap, shallow to deep.
         teacher_channels (Sequence[int]): Channels of each teacher tap, same order.
-        mid_channels (int): Width of the fusion path. Defaults to 256.
+        mid_channels (int, optional): Width of the fusion path. Defaults to None:
+            ``min(512, student_channels[-1])``, the reference's.
         pool_sizes (Sequence[int]): HCL pooling sizes. Defaults to (4, 2, 1).
         loss_weight (float): Multiplier of the loss. Defaults to 1.0.
     """
@@ -112,11 +114,13 @@ class ReviewKDLoss(nn.Module):
     def __init__(self,
                  student_channels: Sequence[int],
                  teacher_channels: Sequence[int],
-                 mid_channels: int = 256,
+                 mid_channels: Optional[int] = None,
                  pool_sizes: Sequence[int] = (4, 2, 1),
                  loss_weight: float = 1.0):
         super().__init__()
         student_channels, teacher_channels = list(student_channels), list(teacher_channels)
+        if mid_channels is None and student_channels and isinstance(student_channels[-1], int):
+            mid_channels = min(512, student_channels[-1])
         if len(student_channels) < 2 or len(student_channels) != len(teacher_channels):
             raise ValueError('ReviewKDLoss: student_channels and teacher_channels must list the '
                              'channels of each tap (at least 2, equally many), got '
