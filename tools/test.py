@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 
 import tat_mm  # noqa: F401  (stack fixes + registries)
 from tat_mm.cfg_options import check_cfg_options
+from tat_mm.engine.dataset_check import DatasetFilesMissingError, check_dataset_files
 
 
 def parse_args():
@@ -81,6 +82,11 @@ def main():
             vis_hook['test_out_dir'] = args.show_dir  # mmdet/mmpretrain hooks use out_dir
         else:
             vis_hook['out_dir'] = args.show_dir
+
+    try:  # a dataset that is not there: one error with the path and how to get it
+        check_dataset_files(cfg, ('test',), command='tools/test.py CONFIG CHECKPOINT')
+    except DatasetFilesMissingError as e:
+        raise SystemExit(f'tools/test.py: error: {e}')
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

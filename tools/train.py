@@ -15,6 +15,7 @@ from mmengine.runner import Runner
 
 import tat_mm  # noqa: F401  (stack fixes + registries, even if the config forgets custom_imports)
 from tat_mm.cfg_options import check_cfg_options
+from tat_mm.engine.dataset_check import DatasetFilesMissingError, check_dataset_files
 from tat_mm.engine.dist_timeout import set_default_dist_timeout
 
 
@@ -126,6 +127,13 @@ def main():
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+
+    # A dataset that is not there: one error with the path and how to get it, before the runner
+    # builds the model (and downloads the teacher).
+    try:
+        check_dataset_files(cfg, ('train', 'val'))
+    except DatasetFilesMissingError as e:
+        raise SystemExit(f'tools/train.py: error: {e}')
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
