@@ -163,6 +163,11 @@ def loss_case(name):
                     [features((2, CT, 8, 8), 5)], [t]),
         'MGDLoss': (dict(type='MGDLoss', student_channels=CS, teacher_channels=CT),
                     [features((2, CS, 4, 4), 1)], [features((2, CT, 4, 4), 2)]),
+        'DISTLoss': (dict(type='DISTLoss', tau=4.0), [logits((4, 1000), 3)],
+                     [logits((4, 1000), 4)]),
+        'KDLoss_logit_standardization': (
+            dict(type='KDLoss', temperature=2.0, logit_standardization=True),
+            [logits((4, 1000), 3)], [logits((4, 1000), 4)]),
     }
     cfg, student, teacher = cases[name]
     extra = dict(gt_label=torch.tensor([1, 5, 7, 999])) if name == 'DKDLoss' else None
@@ -171,7 +176,8 @@ def loss_case(name):
 
 LOSSES = ['TaTLoss', 'PatchGroupTaTLoss', 'AnchorPointTaTLoss', 'HierarchicalTaTLoss',
           'DAMDistillLoss', 'DAFADistillLoss', 'KDLoss', 'FitNetLoss', 'ChannelWiseDivergenceLoss',
-          'DKDLoss', 'ATLoss', 'ReviewKDLoss', 'PKDLoss', 'MGDLoss']
+          'DKDLoss', 'ATLoss', 'ReviewKDLoss', 'PKDLoss', 'MGDLoss', 'DISTLoss',
+          'KDLoss_logit_standardization']
 
 
 @pytest.mark.parametrize('dtype', list(DTYPES))
