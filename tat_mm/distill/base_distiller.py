@@ -336,10 +336,7 @@ class BaseDistiller(BaseModel):
         self.register_load_state_dict_pre_hook(load_plain_student_state)
         self.pairs = nn.ModuleList()
         student_taps, teacher_taps = {}, {}
-        if not distill:
-            raise ValueError('`distill` is empty: a distiller without distillation entries would '
-                             'silently train the plain student. Add at least one entry.')
-        for entry in self._expand_entries(distill):
+        for entry in self._expand_entries(distill or []):
             # A multi-tap entry (lists of paths) taps every path; its pair gets the tap names.
             tap_entries = self._split_multi_tap(entry)
             s_tap = [self._get_tap(student_taps, self.student, e, 'student').name for e in tap_entries]
@@ -350,6 +347,11 @@ class BaseDistiller(BaseModel):
             self.pairs.append(
                 DistillPair(s_tap if multi_tap else s_tap[0], t_tap if multi_tap else t_tap[0],
                             entry['losses'], entry.get('resize', False)))
+        # Distillation that is not a tap pair (DetDistiller's cross_head) may add taps here.
+        extra = self._build_extra_distillation(student_taps, teacher_taps)
+        if not self.pairs and not extra:
+            raise ValueError('`distill` is empty: a distiller without distillation entries would '
+                             'silently train the plain student. Add at least one entry.')
         self.student_taps = TapGroup(student_taps.values())
         self.teacher_taps = TapGroup(teacher_taps.values(), stop_when_complete=True)
         if validate_taps:
@@ -411,6 +413,24 @@ class BaseDistiller(BaseModel):
             taps[key] = FeatureTap(model, entry[role], entry.get('index'),
                                    entry.get('use_input', False), role, tokens)
         return taps[key]
+
+    def _build_extra_distillation(self, student_taps: dict, teacher_taps: dict) -> bool:
+        """Subclasses build distillation that is not a tap pair here (e.g. DetDistiller's
+        ``cross_head``), adding the taps it needs with :meth:`_get_tap`; returns whether any was
+        built (a distiller with none and no ``distill`` entry is refused)."""
+        return False
+
+    def _extra_distill_losses(self, student_feats: Dict[str, torch.Tensor],
+                              teacher_feats: Dict[str, torch.Tensor],
+                              data_samples) -> Dict[str, torch.Tensor]:
+        """The terms of :meth:`_build_extra_distillation`'s distillation for this step."""
+        return {}
+
+    @property
+    def distill_term_taps(self) -> List[str]:
+        """The student tap names that end the distillation terms' log keys
+        (``loss_<name>.<tap>``): the pairs' and the extra distillation's."""
+        return [pair.student_tap for pair in self.pairs]
 
     def _check_student(self, model: nn.Module, role: str = 'student') -> None:
         """Adapters check that ``model`` is a model of their task (clear error otherwise)."""
@@ -500,6 +520,12 @@ class BaseDistiller(BaseModel):
                 raise ValueError(f'Loss keys {sorted(overlap)} are produced twice: give the '
                                  'distillation loss another `name` in its config.')
             distill_losses.update(terms)
+        extra = self._extra_distill_losses(student_feats, teacher_feats, data_samples)
+        overlap = set(extra) & (set(distill_losses) | set(losses))
+        if overlap:
+            raise ValueError(f'Loss keys {sorted(overlap)} are produced twice: give the '
+                             'distillation loss another `name` in its config.')
+        distill_losses.update(extra)
         if self.check_finite:
             self._check_finite(distill_losses)
         losses.update(distill_losses)

@@ -49,7 +49,7 @@ def distill_loss_keys(distiller: nn.Module, losses: Mapping[str, LossValue]) -> 
     Returns:
         List[str]: The distillation keys, in the order of ``losses``.
     """
-    taps = {'.' + pair.student_tap for pair in distiller.pairs}
+    taps = {'.' + tap for tap in distiller.distill_term_taps}
     return [key for key in losses
             if key.startswith('loss_') and any(key.endswith(tap) for tap in taps)]
 

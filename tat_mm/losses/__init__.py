@@ -38,6 +38,11 @@ __all__ += ['DAFADistillLoss']
 from .loss_statistics import ReportsStatistics, record_statistics  # noqa: E402
 
 __all__ += ['ReportsStatistics', 'record_statistics']
+# CrossKD's prediction-mimicking losses (DetDistiller's cross_head, issue 25).
+from .distribution_kl_div_loss import DistributionKLDivLoss  # noqa: E402
+from .kd_quality_focal_loss import KDQualityFocalLoss  # noqa: E402
+
+__all__ += ['DistributionKLDivLoss', 'KDQualityFocalLoss']
 # DIST (issue 25); logit standardization is an option of KDLoss / DKDLoss.
 from .dist_loss import DISTLoss  # noqa: E402
 from .logit_standardization import standardize_logits  # noqa: E402
