@@ -165,6 +165,10 @@ def loss_case(name):
                     [features((2, CS, 4, 4), 1)], [features((2, CT, 4, 4), 2)]),
         'DISTLoss': (dict(type='DISTLoss', tau=4.0), [logits((4, 1000), 3)],
                      [logits((4, 1000), 4)]),
+        'KDQualityFocalLoss': (dict(type='KDQualityFocalLoss'), [logits((64, 80), 3)],
+                               [logits((64, 80), 4)]),
+        'DistributionKLDivLoss': (dict(type='DistributionKLDivLoss'), [logits((64, 17), 3)],
+                                  [logits((64, 17), 4)]),
         'KDLoss_logit_standardization': (
             dict(type='KDLoss', temperature=2.0, logit_standardization=True),
             [logits((4, 1000), 3)], [logits((4, 1000), 4)]),
@@ -177,7 +181,7 @@ def loss_case(name):
 LOSSES = ['TaTLoss', 'PatchGroupTaTLoss', 'AnchorPointTaTLoss', 'HierarchicalTaTLoss',
           'DAMDistillLoss', 'DAFADistillLoss', 'KDLoss', 'FitNetLoss', 'ChannelWiseDivergenceLoss',
           'DKDLoss', 'ATLoss', 'ReviewKDLoss', 'PKDLoss', 'MGDLoss', 'DISTLoss',
-          'KDLoss_logit_standardization']
+          'KDLoss_logit_standardization', 'KDQualityFocalLoss', 'DistributionKLDivLoss']
 
 
 @pytest.mark.parametrize('dtype', list(DTYPES))

@@ -280,3 +280,19 @@ def test_demo_crosskd_config_trains_with_the_runner(tmp_path, monkeypatch):
     plain = {k[len('student.'):]: v for k, v in state.items() if k.startswith('student.')}
     assert len(plain) == len(state)  # nothing but the student in the checkpoint
     student.load_state_dict(plain, strict=True)
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_crosskd_loss_step_under_autocast(dtype, tmp_path):
+    """The cross-head step under CPU autocast (AMP's forward): finite terms near float32's (the
+    alignment statistics and the losses run in float32; the teacher's head in the autocast dtype)."""
+    model = _build(_distiller_cfg(tmp_path, 'gfl', cut=1))
+    model.train()
+    inputs, data_samples = _batch(model)
+    ref = {k: float(v) for k, v in model.loss(inputs, data_samples).items()
+           if k.startswith('loss_crosskd_')}
+    with torch.autocast('cpu', dtype=dtype):
+        amp = model.loss(inputs, data_samples)
+    for key, value in ref.items():
+        assert amp[key].dtype == torch.float32 and torch.isfinite(amp[key]), key
+        assert abs(float(amp[key]) - value) <= 0.1 * abs(value) + 1e-3, (key, float(amp[key]), value)
