@@ -67,7 +67,7 @@ def offline_model_config(config, num_classes: Optional[int] = None,
 
 
 def fake_batch(task: str, batch_size: int = 2, size: Tuple[int, int] = (64, 64),
-               num_classes: int = 10, seed: int = 0) -> dict:
+               num_classes: int = 10, seed: int = 0, with_masks: bool = False) -> dict:
     """A random batch as the task's dataloader yields it: ``dict(inputs=[...], data_samples=[...])``.
 
     Args:
@@ -76,6 +76,8 @@ def fake_batch(task: str, batch_size: int = 2, size: Tuple[int, int] = (64, 64),
         size (tuple): Image (H, W). Defaults to (64, 64).
         num_classes (int): Defaults to 10.
         seed (int): Defaults to 0.
+        with_masks (bool): 'det' only: also give each box an instance mask (``BitmapMasks``, the
+            box filled), as instance-segmentation models (Mask R-CNN) need. Defaults to False.
 
     Returns:
         dict: Inputs are uint8 (3, H, W) tensors; data samples carry the ground truth.
@@ -105,6 +107,12 @@ def fake_batch(task: str, batch_size: int = 2, size: Tuple[int, int] = (64, 64),
             sample.gt_instances = InstanceData(
                 bboxes=torch.cat([xy, xy + wh], dim=1),
                 labels=torch.randint(0, num_classes, (3, ), generator=gen))
+            if with_masks:
+                from mmdet.structures.mask import BitmapMasks
+                masks = torch.zeros(3, h, w, dtype=torch.uint8)
+                for i, (x1, y1, x2, y2) in enumerate(sample.gt_instances.bboxes.tolist()):
+                    masks[i, int(y1):int(y2) + 1, int(x1):int(x2) + 1] = 1
+                sample.gt_instances.masks = BitmapMasks(masks.numpy(), h, w)
         else:
             raise ValueError(f"task must be 'cls', 'seg' or 'det'; got {task!r}")
         samples.append(sample)

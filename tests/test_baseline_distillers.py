@@ -8,7 +8,7 @@ from mmpretrain.registry import MODELS
 
 import tat_mm  # noqa: F401
 from distill_cases import CLS_STUDENT, NUM_CLASSES, save_checkpoint
-from tat_mm.distill import BaseDistiller
+from tat_mm.distill import BaseDistiller, FeatureTap
 from tat_mm.losses import DKDLoss
 from tat_mm.testing import fake_batch, offline_model_config
 
@@ -117,6 +117,80 @@ def test_multi_tap_entry_errors(teacher):
                              losses=[dict(type='ReviewKDLoss', student_channels=[512, 512],
                                           teacher_channels=[512, 512])])])
 
+
+
+def test_per_side_index_expansion():
+    """``index=dict(student=..., teacher=...)``: per side, lists pairing up; ``index=[...]`` as before."""
+    expand = BaseDistiller._expand_entries
+    entry, = expand([dict(student='backbone.layer4', teacher='backbone',
+                          index=dict(student=None, teacher=0), losses=[])])
+    assert entry['index'] == dict(student=None, teacher=0)
+    entry, = expand([dict(student='neck', teacher='neck', index=dict(student=1, teacher=1), losses=[])])
+    assert entry['index'] == 1  # both sides agree: one value, as a plain index
+    assert [e['index'] for e in expand([dict(student='neck', teacher='neck', index=[0, 1], losses=[])])
+            ] == [0, 1]
+    assert [e['index'] for e in expand([dict(student='neck', teacher='neck', losses=[],
+                                             index=dict(student=[0, 1], teacher=(1, 2)))])] == [
+        dict(student=0, teacher=1), dict(student=1, teacher=2)]
+    assert [e['index'] for e in expand([dict(student='backbone.layer4', teacher='backbone',
+                                             index=dict(teacher=[0, 1]), losses=[])])] == [
+        dict(student=None, teacher=0), dict(student=None, teacher=1)]
+    entry, = expand([dict(student=STAGES[:2], teacher=['backbone.layer1', 'backbone'], losses=[],
+                          index=dict(teacher=[None, 0]))])
+    assert entry['index'] == dict(student=[None, None], teacher=[None, 0])
+    assert [e['index'] for e in BaseDistiller._split_multi_tap(entry)] == [None, dict(student=None,
+                                                                                       teacher=0)]
+    with pytest.raises(ValueError, match=r'needs as many indices on both sides \(2\)'):
+        expand([dict(student='neck', teacher='neck', index=dict(student=[0, 1], teacher=[0]),
+                     losses=[])])
+    with pytest.raises(ValueError, match=r'needs one element \(int or None\) per tap \(2\)'):
+        expand([dict(student=STAGES[:2], teacher=STAGES[:2], index=dict(teacher=[0]), losses=[])])
+    with pytest.raises(ValueError, match=r'a per-side index is dict\(student=..., teacher=...\)'):
+        expand([dict(student='neck', teacher='neck', index=dict(students=0), losses=[])])
+    with pytest.raises(ValueError, match=r"the teacher index '3' is not an int or None"):
+        expand([dict(student='neck', teacher='neck', index=dict(teacher='3'), losses=[])])
+
+
+def test_student_tensor_with_one_element_of_a_teacher_tuple_trains(teacher):
+    """A student module's tensor (``backbone.layer4``) paired with element 0 of the teacher
+    backbone's tuple output, alone and inside a multi-tap entry; one real train step."""
+    model = build(teacher, [
+        dict(student='backbone.layer4', teacher='backbone', index=dict(student=None, teacher=0),
+             losses=[dict(type='FitNetLoss', student_channels=512, teacher_channels=512)]),
+        dict(student=['backbone.layer3', 'backbone.layer4'], teacher=['backbone.layer3', 'backbone'],
+             index=dict(teacher=[None, 0]),
+             losses=[dict(type='ReviewKDLoss', student_channels=[256, 512],
+                          teacher_channels=[256, 512], mid_channels=32)]),
+    ])
+    assert (model.pairs[0].student_tap, model.pairs[0].teacher_tap) == ('backbone.layer4', 'backbone.0')
+    assert model.pairs[1].teacher_tap_names == ['backbone.layer3', 'backbone.0']
+    # One hook per (module, index): the teacher's element 0 is recorded once for both entries.
+    assert sorted(t.name for t in model.teacher_taps.taps) == ['backbone.0', 'backbone.layer3']
+    # The teacher feature is its backbone's element 0, i.e. its layer4 output.
+    data = model.data_preprocessor(fake_batch('cls', 2, (64, 64), NUM_CLASSES), True)
+    layer4 = []
+    handle = model.teacher.backbone.layer4.register_forward_hook(lambda m, a, out: layer4.append(out))
+    _, teacher_feats = model.tapped_features(data['inputs'], data['data_samples'])
+    handle.remove()
+    assert torch.equal(teacher_feats['backbone.0'], layer4[0])
+    model.train()
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    log_vars = model.train_step(fake_batch('cls', 2, (64, 64), NUM_CLASSES), optim)
+    assert {'loss_fitnet.backbone.layer4', 'loss_review_kd.backbone.layer3+backbone.layer4'} <= set(
+        log_vars)
+    assert all(torch.isfinite(torch.as_tensor(v)) for v in log_vars.values())
+    # The index on the wrong side (the student's tensor) says how to set it per side.
+    model = build(teacher, [dict(student='backbone.layer4', teacher='backbone', index=0,
+                                 losses=[dict(type='FitNetLoss', student_channels=512,
+                                              teacher_channels=512)])])
+    with pytest.raises(ValueError, match=r"student tap 'backbone.layer4' has index=0 but the module "
+                                         r'output is a Tensor.*index=dict\(student=..., teacher=...\)'):
+        model.train_step(fake_batch('cls', 2, (64, 64), NUM_CLASSES), optim)
+    # The data preprocessor (a dict of images and samples, run before the model): what to tap.
+    with pytest.raises(ValueError, match=r"(?s)student tap 'data_preprocessor': the data "
+                                         r"preprocessor is no feature.*dict\(student='backbone', "
+                                         r"teacher='backbone', use_input=True"):
+        FeatureTap(model.student, 'data_preprocessor', model_name='student')
 
 def test_dkd_label_errors(teacher):
     model = build(teacher, [dict(student='head.fc', teacher='head.fc', losses=[dict(type='DKDLoss')])])

@@ -13,9 +13,9 @@ from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS
 
 from distill_cases import NUM_CLASSES, SEG_STUDENT, SIZES, cls_distiller, seg_distiller
-from tat_mm.distill.tap_inspection import (build_config_models, check_distill_taps,
-                                           input_size_from_config, inspect_model, suggest_pairs,
-                                           token_grid)
+from tat_mm.distill.tap_inspection import (TapCandidate, build_config_models, check_distill_taps,
+                                           entry_for_pair, input_size_from_config, inspect_model,
+                                           suggest_pairs, token_grid)
 from tat_mm.testing import offline_model_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -46,8 +46,8 @@ def test_inspect_lists_modes_shapes_and_strides(seg_cfg):
     runs it) does not, so the listing must say it cannot be tapped there."""
     models = build_config_models(Config(dict(model=seg_cfg, default_scope='mmseg')))
     assert models['scope'] == 'mmseg' and models['teacher'] is not None
-    student, s_not_run, s_error = inspect_model(models['student'], 'mmseg', (64, 64), 'loss')
-    teacher, t_not_run, t_error = inspect_model(models['teacher'], 'mmseg', (64, 64), 'tensor')
+    student, s_not_run, s_error, *_ = inspect_model(models['student'], 'mmseg', (64, 64), 'loss')
+    teacher, t_not_run, t_error, *_ = inspect_model(models['teacher'], 'mmseg', (64, 64), 'tensor')
     assert s_error is None and t_error is None
     s_by_name = {c.name: c for c in student}
     t_by_name = {c.name: c for c in teacher}
@@ -141,7 +141,7 @@ def test_build_config_models_plain_model():
     model = offline_model_config(SEG_STUDENT, NUM_CLASSES, SIZES['seg'])
     models = build_config_models(Config(dict(model=model, default_scope='mmseg')))
     assert models['teacher'] is None and type(models['student']).__name__ == 'EncoderDecoder'
-    candidates, _, error = inspect_model(models['student'], 'mmseg', (64, 64), 'loss')
+    candidates, _, error, *_ = inspect_model(models['student'], 'mmseg', (64, 64), 'loss')
     assert error is None and any(c.name == 'decode_head.conv_seg' for c in candidates)
 
 
@@ -161,3 +161,80 @@ def test_validate_taps_on_a_cls_distiller(tmp_path, correct):
         else:
             with pytest.raises(ValueError, match="student_channels=256 but the student tap gives 512"):
                 CLS_MODELS.build(cfg)
+
+
+def test_input_size_from_the_train_dataloader():
+    """The runner trains with the dataloader's pipeline: a config that overrides it (96 px) but
+    keeps its base's train_pipeline variable (512 px) is inspected at 96 px."""
+    base_pipeline = [dict(type='RandomCrop', crop_size=(512, 512))]
+    user_pipeline = [dict(type='RandomResize', scale=(2048, 512)), dict(type='RandomCrop',
+                                                                     crop_size=(96, 96))]
+    cfg = Config(dict(model=dict(type='X'), train_pipeline=base_pipeline,
+                      train_dataloader=dict(dataset=dict(type='RepeatDataset', times=2, dataset=dict(
+                          type='ADE20KDataset', pipeline=user_pipeline)))))
+    assert input_size_from_config(cfg, 'mmseg') == (
+        (96, 96), "RandomCrop(crop_size=(96, 96)) in the train dataloader's pipeline")
+    cfg.train_dataloader.dataset = dict(type='ConcatDataset', datasets=[dict(type='A')])
+    assert input_size_from_config(cfg, 'mmseg')[0] == (512, 512)  # no pipeline there: the variable
+
+
+def test_suggested_pairs_need_distillable_shapes():
+    """Synthetic listings: RoI features of different RoI counts are not paired; a DeiT's token
+    layer (depth 3) pairs with a CNN map of its stride; a Swin stage's tuple element pairs with a
+    CNN tensor through a per-side index; all entries in the distill-entry words."""
+    size = (64, 64)
+
+    def cand(path, shape, index=None, module_type='M'):
+        return TapCandidate(path, module_type, index, shape, 1, size)
+
+    student = [cand('backbone.layer3', (2, 256, 4, 4)),
+               cand('roi_head.bbox_roi_extractor', (8, 256, 7, 7))]
+    teacher = [cand('backbone.stages.2', (2, 16, 384), index=0),
+               cand('roi_head.bbox_roi_extractor', (100, 256, 7, 7))]
+    pairs = suggest_pairs(student, teacher)
+    assert [(s.name, t.name) for s, t in pairs] == [('backbone.layer3', 'backbone.stages.2[0]')]
+    assert entry_for_pair(*pairs[0]) == (
+        "dict(student='backbone.layer3', teacher='backbone.stages.2', index=dict(teacher=0), "
+        "tokens=dict(teacher=True), losses=[dict(type='TaTLoss', student_channels=256, "
+        'teacher_channels=384)])')
+    # DeiT-S (class + 4x4 patch tokens at 64 px) -> a MobileViT-like map at stride 16.
+    deit = [cand('backbone.layers.11', (2, 17, 384)), cand('backbone', (2, 384), index=0)]
+    mobilevit = [cand('backbone.layers.3', (2, 96, 4, 4)), cand('backbone.layers.4', (2, 640, 2, 2))]
+    (s, t), = suggest_pairs(mobilevit, deit)
+    assert (s.name, t.name, s.stride, t.stride) == ('backbone.layers.3', 'backbone.layers.11', 16, 16)
+    assert 'tokens=dict(teacher=True)' in entry_for_pair(s, t) and 'FeatureTap' not in entry_for_pair(s, t)
+    # Same stride, different grids (padding): a resize suggestion.
+    a, b = cand('neck', (2, 256, 8, 8), index=0), cand('neck', (2, 256, 8, 9), index=0)
+    assert entry_for_pair(a, b).startswith("dict(student='neck', teacher='neck', index=0, resize=True")
+
+
+def test_detr_and_instance_segmentation_students():
+    """DINO (mmdet): the inspector's loss pass runs in train mode, as training does (in eval mode
+    DINOHead.loss() lacks its denoising inputs), and `tokens` on its encoder / decoder is a
+    build-time error naming what to tap. Mask R-CNN (R18): the fake batch has masks."""
+    from mmdet.registry import MODELS as DET_MODELS
+    from distill_cases import R18_FPN
+    from tat_mm.distill import FeatureTap
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        dino_cfg = offline_model_config('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', NUM_CLASSES)
+        dino_cfg['num_queries'] = 100  # top-k queries of the 128 memory tokens of a 64x96 image
+        dino = DET_MODELS.build(dino_cfg)
+        mask_rcnn_cfg = offline_model_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+                                             NUM_CLASSES)
+        mask_rcnn_cfg.merge(R18_FPN)
+        mask_rcnn = DET_MODELS.build(mask_rcnn_cfg)
+        dino.eval()  # the inspection puts it back in eval mode afterwards
+        before = {k: v.clone() for k, v in dino.state_dict().items()}
+        result = inspect_model(dino, 'mmdet', SIZES['det'], 'loss')
+        mask_result = inspect_model(mask_rcnn, 'mmdet', SIZES['det'], 'loss')
+    assert result.error is None and not dino.training
+    assert any(c.name.startswith('encoder.layers.5') for c in result.candidates)
+    assert all(torch.equal(v, before[k]) for k, v in dino.state_dict().items())  # BN restored
+    with pytest.raises(ValueError, match=r"(?s)teacher tap 'encoder.layers.5': the DINO encoder's "
+                                         r'tokens .*no single grid.*'
+                                         r"dict\(student='neck', teacher='neck', index=k\)"):
+        FeatureTap(dino, 'encoder.layers.5', model_name='teacher', tokens={})
+    with pytest.raises(ValueError, match=r'decoder.*object queries.*no grid'):
+        FeatureTap(dino, 'decoder', model_name='teacher', tokens={})
+    assert mask_result.error is None
+    assert any(c.name.startswith('roi_head.mask_head') for c in mask_result.candidates)

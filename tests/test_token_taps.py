@@ -225,3 +225,75 @@ def test_shipped_vit_to_deit_config_trains(tmp_path):
     log_vars = train_step(model, (64, 64))  # a 4x4 patch grid; mmpretrain resizes the pos embed
     assert {'loss_tat.backbone.layers.11', 'loss_kd.head.layers.head', 'loss_cls'} <= set(log_vars)
     assert all(torch.isfinite(torch.as_tensor(v)) for v in log_vars.values())
+
+
+# ------------------------------------------------------------------ hierarchical and DETR tokens
+SWIN_CLS = 'mmpretrain::swin_transformer/swin-tiny_16xb64_in1k.py'
+SWIN_SEG = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+
+
+def record_output(module, store, key):
+    # prepend: before the tap, which stops the teacher once it has recorded
+    return module.register_forward_hook(lambda mod, args, out: store.__setitem__(key, out),
+                                        prepend=True)
+
+
+def test_mmpretrain_swin_teacher_stage_tokens_any_input_size(tmp_path):
+    """Swin-T (mmpretrain, random weights) -> ResNet-18: the teacher's stage 2 after two patch
+    mergings, whose grid is 1/16 of the input, not the patch embedding's 1/4; a CNN student tensor
+    with element 0 of the stage's (tokens, hw_shape) tuple. At 64 and 96 px (4x4, 6x6 grids)."""
+    from mmpretrain.registry import MODELS
+    teacher = offline_model_config(SWIN_CLS, NUM_CLASSES)
+    teacher['backbone']['pad_small_map'] = True  # stages 2-3 are smaller than a 7x7 window here
+    cfg = dict(type='ClsDistiller', student=offline_model_config(
+        'mmpretrain::resnet/resnet18_8xb32_in1k.py', NUM_CLASSES),
+        teacher=dict(config=teacher, checkpoint=save_random_checkpoint(
+            'mmpretrain', teacher, tmp_path / 'swin.pth', seed=1)),
+        distill=[dict(student='backbone.layer3', teacher='backbone.stages.2', index=dict(teacher=0),
+                      tokens=dict(teacher=True),
+                      losses=[dict(type='FitNetLoss', student_channels=256, teacher_channels=384)])])
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg)
+    raw = {}
+    handle = record_output(model.teacher.backbone.stages[2], raw, 'stage')
+    data = model.data_preprocessor(fake_batch('cls', 2, (64, 64), NUM_CLASSES), True)
+    student_maps, teacher_maps = model.tapped_features(data['inputs'], data['data_samples'])
+    handle.remove()
+    tokens, hw_shape = raw['stage']
+    assert tuple(hw_shape) == (4, 4) and tokens.shape == (2, 16, 384)
+    assert torch.equal(teacher_maps['backbone.stages.2.0'], fold_by_hand(tokens, 0, 4, 4))
+    assert student_maps['backbone.layer3'].shape == (2, 256, 4, 4)
+    model.train()
+    log_vars = train_step(model, (96, 96))  # 6x6: the grid of this pass, not a fixed one
+    assert torch.isfinite(log_vars['loss_fitnet.backbone.layer3'])
+
+
+def test_mmseg_swin_teacher_stage_tokens(tmp_path):
+    """UperNet Swin-T (mmseg, random weights) -> DeepLabV3+ R18 (d8): mmseg's stage returns
+    (merged tokens, merged hw, tokens, hw); index 2 is the stride-8 tokens (8x8 at 64 px)."""
+    from mmseg.registry import MODELS
+    from distill_cases import SEG_STUDENT
+    teacher = offline_model_config(SWIN_SEG, NUM_CLASSES, (64, 64))
+    cfg = dict(type='SegDistiller', student=offline_model_config(SEG_STUDENT, NUM_CLASSES, (64, 64)),
+               teacher=dict(config=teacher, checkpoint=save_random_checkpoint(
+                   'mmseg', teacher, tmp_path / 'swin_seg.pth', seed=1)),
+               distill=[dict(student='backbone.layer3', teacher='backbone.stages.1',
+                             index=dict(teacher=2), tokens=dict(teacher=True),
+                             losses=[dict(type='FitNetLoss', student_channels=256,
+                                          teacher_channels=192)])])
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(cfg)
+    assert model.teacher_mode == 'tensor'
+    raw = {}
+    handle = record_output(model.teacher.backbone.stages[1], raw, 'stage')
+    data = model.data_preprocessor(fake_batch('seg', 2, (64, 64), NUM_CLASSES), True)
+    _, teacher_maps = model.tapped_features(data['inputs'], data['data_samples'])
+    handle.remove()
+    merged, merged_hw, tokens, hw_shape = raw['stage']
+    assert (tuple(hw_shape), tuple(merged_hw)) == ((8, 8), (4, 4)) and tokens.shape == (2, 64, 192)
+    assert torch.equal(teacher_maps['backbone.stages.1.2'], fold_by_hand(tokens, 0, 8, 8))
+    model.train()
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
+    log_vars = model.train_step(fake_batch('seg', 2, (64, 64), NUM_CLASSES), optim_wrapper)
+    assert torch.isfinite(log_vars['loss_fitnet.backbone.layer3'])
+

@@ -4,10 +4,12 @@
                                         [--cfg-options k=v ...]
 
 Builds the student and the teacher of CONFIG (the teacher with random weights: its checkpoint
-need not exist yet), runs one fake batch (the train pipeline's image size, or --shape) through
-the student in ``loss`` mode and the teacher in ``tensor`` mode, as the distiller runs them, and
-prints for each module its output shape, channels and stride, then student-teacher pairs of the
-same stride as ready-to-edit distill entries. If the config has distill entries, they are checked
+need not exist yet), runs one fake batch (the image size of the train dataloader's pipeline, or
+--shape) through the student in ``loss`` mode and the teacher in the distiller's
+``teacher_mode``, as the distiller runs them, and prints for each module its output shape,
+channels and stride (and which modules did not run, failed, or were not reached after a failure),
+then student-teacher pairs of the same stride whose shapes can be distilled, as ready-to-edit
+distill entries. If the config has distill entries, they are checked
 as ``validate_taps=True`` does (channels, sizes, patch sizes), every problem at once. Works for a
 plain model config too (one model listed).
 """
@@ -25,6 +27,7 @@ from tat_mm.cfg_options import check_cfg_options
 from tat_mm.distill.tap_inspection import (build_config_models, check_distill_taps, entry_for_pair,
                                            format_stride, input_size_from_config, inspect_model,
                                            is_listed, suggest_pairs)
+from tat_mm.distill.teacher_mode import needs_data_samples
 
 
 def parse_args():
@@ -42,15 +45,18 @@ def parse_args():
     return parser.parse_args()
 
 
-def print_model(title, model, scope, size, mode, args):
-    candidates, not_run, error = inspect_model(model, scope, size, mode)
+def print_model(title, model, scope, size, mode, args, why='', result=None):
+    result = result or inspect_model(model, scope, size, mode)
+    candidates = result.candidates
     pattern = re.compile(args.grep) if args.grep else None
     shown = [c for c in candidates
              if (args.all or is_listed(c, args.depth)) and (not pattern or pattern.search(c.name))]
-    print(f'\n{title}: {type(model).__name__}, {mode} mode, input {size[0]}x{size[1]} '
+    print(f'\n{title}: {type(model).__name__}, {mode} mode{why}, input {size[0]}x{size[1]} '
           f'(preprocessed: {"x".join(map(str, candidates[0].input_size)) if candidates else "?"})')
-    if error:
-        print(f'  ! the {mode} pass stopped with {error}; modules after it are missing')
+    if result.error:
+        where = (f' in {result.failed[-1]} ({type(model.get_submodule(result.failed[-1])).__name__})'
+                 if result.failed else '')
+        print(f'  ! the {mode} pass failed{where}: {result.error}')
     width = max([len(c.name) for c in shown] + [6])
     print(f'  {"module":<{width}}  {"type":<24} {"output":<28} {"ch":>5} {"stride":>6}  note')
     for c in shown:
@@ -58,18 +64,40 @@ def print_model(title, model, scope, size, mode, args):
         print(f'  {c.name:<{width}}  {c.module_type[:24]:<24} {c.describe()[:28]:<28} '
               f'{c.channels if c.channels is not None else "-":>5} {format_stride(c.stride):>6}  '
               f'{note}')
-    skipped = [p for p in not_run if p.count('.') < args.depth and (not pattern or pattern.search(p))]
+
+    def select(paths):
+        return [p for p in paths if p.count('.') < args.depth and (not pattern or pattern.search(p))]
+
+    skipped = select(result.not_run)
     ran = {c.path for c in candidates}
     indirect = [p for p in skipped if any(r.startswith(p + '.') for r in ran)]
     for label, paths in ((f'not run in {mode} mode (cannot be tapped)',
                           [p for p in skipped if p not in indirect]),
                          ('run, but not through their forward() call, so a tap on them records '
-                          'nothing (tap one of their layers)', indirect)):
+                          'nothing (tap one of their layers)', indirect),
+                         ('failed (the failing module and its parents)', select(result.failed)),
+                         ('not reached before the failure (unknown until it is fixed)',
+                          select(result.not_reached))):
         if paths:
             listed = paths if args.all else paths[:12]
             more = '' if len(listed) == len(paths) else f' ... ({len(paths)} in all, --all lists them)'
             print(f'  {label}: {", ".join(listed)}{more}')
     return candidates
+
+
+def teacher_listing_mode(cfg, teacher, scope, size):
+    """The mode to list the teacher in, why, and the tensor pass if it was made: the config's
+    ``teacher_mode``; for 'auto' (the default), 'tensor' unless the teacher fails there for want
+    of data samples (then 'predict', as 'auto' picks when a tap is in such a head)."""
+    mode = cfg.model.get('teacher_mode', 'auto')
+    if mode != 'auto':
+        return mode, '', None
+    result = inspect_model(teacher, scope, size, 'tensor')
+    if result.error and 'required positional argument' in result.error:
+        head = next((p for p in result.failed if needs_data_samples(teacher.get_submodule(p))), None)
+        return 'predict', (f" (teacher_mode='auto': tensor mode fails in {head or 'a head'}, which "
+                           'needs the data samples; taps there run the teacher in predict mode)'), None
+    return 'tensor', '', result
 
 
 def check_config_taps(cfg, models, size):
@@ -116,15 +144,16 @@ def main():
         print_model('Model', models['student'], scope, size, 'loss', args)
         return 0
     student = print_model('Student', models['student'], scope, size, 'loss', args)
-    teacher = print_model('Teacher', models['teacher'], scope, size, 'tensor', args)
+    teacher_mode, why, result = teacher_listing_mode(cfg, models['teacher'], scope, size)
+    teacher = print_model('Teacher', models['teacher'], scope, size, teacher_mode, args, why, result)
     pairs = suggest_pairs(student, teacher)
-    print('\nStudent-teacher pairs of the same stride (distill entries to start from; pick the '
-          'losses and weights):')
+    print('\nStudent-teacher pairs of the same stride whose shapes can be distilled (distill '
+          'entries to start from; pick the losses and weights):')
     for s, t in pairs:
         print(f'  stride {format_stride(s.stride):>3}: {s.name} ({s.describe()}) <-> {t.name} '
               f'({t.describe()})\n      {entry_for_pair(s, t)},')
     if not pairs:
-        print('  none: no map or token output of the same stride in both models.')
+        print('  none: no map or token output of the same stride and batch size in both models.')
     if cfg.model.get('distill'):
         return check_config_taps(cfg, models, size)
     return 0

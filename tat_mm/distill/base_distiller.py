@@ -27,6 +27,7 @@ from .feature_tap import (FeatureTap, TapGroup, TapsComplete, feature_layout_hin
 from .preprocessing import build_teacher_preprocessing
 from .student_checkpoint import load_plain_student_state
 from .teacher import build_teacher, parse_teacher_dtype, resolve_model_config
+from .teacher_mode import missing_samples_message, prepare_teacher, resolve_teacher_mode
 from .token_to_map import split_tokens_option
 
 # Short names used in log keys (``loss_<short>.<tap>``); other losses use their snake-cased type.
@@ -134,6 +135,51 @@ def rename_bare_loss(losses: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
         return losses
     new_key = 'loss_cls' if 'loss_cls' not in losses else 'loss_student'
     return {(new_key if key == 'loss' else key): value for key, value in losses.items()}
+
+
+def _index_per_side(entry: dict) -> tuple:
+    """``(student index, teacher index)`` of a distill entry's ``index``.
+
+    ``index`` is one value for both sides (None, an int, or a list of them), or
+    ``dict(student=..., teacher=...)`` with one such value per side (a missing side: None), e.g.
+    ``index=dict(student=None, teacher=3)`` pairs a student tensor with element 3 of a teacher
+    tuple. Tuples become lists.
+    """
+    index = entry.get('index')
+    where = f'Distill entry {entry.get("student")!r} -> {entry.get("teacher")!r}'
+    if isinstance(index, dict):
+        if not index or set(index) - {'student', 'teacher'}:
+            raise ValueError(f'{where}: a per-side index is dict(student=..., teacher=...) (None, '
+                             f'an int or a list of them per side); got index={index!r}.')
+        sides = (index.get('student'), index.get('teacher'))
+    else:
+        sides = (index, index)
+    sides = tuple(list(v) if isinstance(v, tuple) else v for v in sides)
+    for role, value in zip(('student', 'teacher'), sides):
+        for element in value if isinstance(value, list) else [value]:
+            if element is not None and (isinstance(element, bool) or not isinstance(element, int)):
+                raise ValueError(f'{where}: the {role} index {element!r} is not an int or None '
+                                 f'(index={index!r}): an index picks one element of a tuple output.')
+    return sides
+
+
+def _index_list(index, count: int, entry: dict, kind: str) -> list:
+    """``index`` (one side's) as a list of ``count`` elements: a single value is repeated."""
+    if not isinstance(index, list):
+        return [index] * count
+    if len(index) != count:
+        what = (f'one element (int or None) per tap ({count})' if kind == 'multi-tap' else
+                f'as many indices on both sides ({count})')
+        raise ValueError(f'{"Multi-tap distill" if kind == "multi-tap" else "Distill"} entry '
+                         f'{entry.get("student")!r}: index={entry.get("index")!r} needs {what}.')
+    return index
+
+
+def _join_index(student_index, teacher_index):
+    """The ``index`` value of an expanded entry: one value when both sides agree, else per side."""
+    if student_index == teacher_index:
+        return student_index
+    return dict(student=student_index, teacher=teacher_index)
 
 
 class DistillPair(nn.Module):
@@ -263,13 +309,16 @@ class BaseDistiller(BaseModel):
         distill (List[dict]): Distillation entries, each
             ``dict(student=<module path>, teacher=<module path>, losses=[<loss cfg>, ...])`` with
             optional ``index`` (int or list of ints: pick tuple elements, e.g. FPN levels; a list
-            makes one entry per index with its own loss modules), ``use_input`` (tap the module's
+            makes one entry per index with its own loss modules; ``dict(student=..., teacher=...)``
+            sets it per side, e.g. ``index=dict(student=None, teacher=3)`` for a student tensor
+            and element 3 of a teacher tuple), ``use_input`` (tap the module's
             input instead of its output) and ``resize`` (bilinear student-to-teacher resizing).
             *Multi-tap* entry, for losses that take several taps at once (``ReviewKDLoss``):
             ``student`` and ``teacher`` are lists of module paths of equal length, e.g.
             ``student=['backbone.layer1', 'backbone.layer2'], teacher=[...]`` or, for several
             elements of one tuple output, ``student=['neck'] * 3, teacher=['neck'] * 3,
-            index=[0, 1, 2]`` (``index``: one int or None per path, or one int for all). The
+            index=[0, 1, 2]`` (``index``: one int or None per path, or one int for all; per side
+            as ``dict(student=[...], teacher=[...])``). The
             entry's losses are called with lists of features in that order; the log key joins the
             student taps with ``'+'`` (``loss_review_kd.backbone.layer1+backbone.layer2``).
         teacher_dtype (str, optional): Run the teacher in 'float16' or 'bfloat16' to save memory
@@ -288,6 +337,11 @@ class BaseDistiller(BaseModel):
             size (True: the student data preprocessor's ``size``, else 224 x 224) through student
             and teacher and raise one error listing every channel, size and patch-size problem
             of ``distill``, before any data is loaded. Defaults to False.
+        teacher_mode (str): How the teacher runs (under ``no_grad``, stopped after its last
+            tap): 'tensor' (its plain forward), 'predict' (with the batch's data samples, for
+            heads that need them: Mask2Former, MaskFormer), 'loss', or 'auto': 'predict' when a
+            tapped module or a parent of it needs data samples in its ``forward``, else 'tensor'
+            (:mod:`tat_mm.distill.teacher_mode`). Defaults to 'auto'.
         init_cfg (dict, optional): Defaults to None.
     """
 
@@ -304,6 +358,7 @@ class BaseDistiller(BaseModel):
                  save_teacher: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  validate_taps: Union[bool, Sequence[int]] = False,
+                 teacher_mode: str = 'auto',
                  init_cfg: Optional[dict] = None):
         student_cfg = resolve_model_config(student)
         if data_preprocessor is not None:
@@ -354,6 +409,10 @@ class BaseDistiller(BaseModel):
                              'silently train the plain student. Add at least one entry.')
         self.student_taps = TapGroup(student_taps.values())
         self.teacher_taps = TapGroup(teacher_taps.values(), stop_when_complete=True)
+        #: str: The mode the teacher runs in ('tensor', 'predict' or 'loss'; 'auto' resolved).
+        self.teacher_mode = resolve_teacher_mode(teacher_mode, self.teacher,
+                                                 [tap.path for tap in self.teacher_taps.taps])
+        prepare_teacher(self.teacher, self.teacher_mode)
         if validate_taps:
             from .tap_inspection import validate_distill_taps
             validate_distill_taps(self, None if validate_taps is True else tuple(validate_taps))
@@ -370,48 +429,56 @@ class BaseDistiller(BaseModel):
                 raise ValueError('Each distill entry is dict(student=<module path>, teacher=<module '
                                  'path>, losses=[...][, index, use_input, resize, tokens]); got keys '
                                  f'{sorted(entry)}.')
-            index = entry.get('index')
             if isinstance(entry['student'], (list, tuple)) or isinstance(entry['teacher'], (list, tuple)):
                 entries.append(BaseDistiller._multi_tap_entry(entry))
-            elif isinstance(index, (list, tuple)):
-                entries += [dict(entry, index=i, losses=copy.deepcopy(entry['losses'])) for i in index]
+                continue
+            student_index, teacher_index = _index_per_side(entry)
+            if isinstance(student_index, list) or isinstance(teacher_index, list):
+                # One entry per index (per pair of indices), each with its own loss modules.
+                count = len(student_index if isinstance(student_index, list) else teacher_index)
+                student_index, teacher_index = (
+                    _index_list(student_index, count, entry, 'index list'),
+                    _index_list(teacher_index, count, entry, 'index list'))
+                entries += [dict(entry, index=_join_index(s, t), losses=copy.deepcopy(entry['losses']))
+                            for s, t in zip(student_index, teacher_index)]
             else:
-                entries.append(entry)
+                entries.append(dict(entry, index=_join_index(student_index, teacher_index)))
         return entries
 
     @staticmethod
     def _multi_tap_entry(entry: dict) -> dict:
         """Check a multi-tap entry and give it one ``index`` per tap (None: the whole output)."""
-        student, teacher, index = entry['student'], entry['teacher'], entry.get('index')
+        student, teacher = entry['student'], entry['teacher']
         if not (isinstance(student, (list, tuple)) and isinstance(teacher, (list, tuple))
                 and len(student) == len(teacher) and len(student) > 0):
             raise ValueError('A multi-tap distill entry lists as many student as teacher module '
                              "paths, e.g. student=['backbone.layer1', 'backbone.layer2'], teacher="
                              f"['backbone.layer1', 'backbone.layer2']; got student={student!r}, "
                              f'teacher={teacher!r}.')
-        if isinstance(index, (list, tuple)):
-            if len(index) != len(student):
-                raise ValueError(f'Multi-tap distill entry {list(student)!r}: index={index!r} needs one '
-                                 f'element (int or None) per tap ({len(student)}).')
-        else:
-            index = [index] * len(student)
-        return dict(entry, student=list(student), teacher=list(teacher), index=list(index))
+        student_index, teacher_index = _index_per_side(entry)
+        student_index = _index_list(student_index, len(student), entry, 'multi-tap')
+        teacher_index = _index_list(teacher_index, len(student), entry, 'multi-tap')
+        return dict(entry, student=list(student), teacher=list(teacher),
+                    index=_join_index(student_index, teacher_index))
 
     @staticmethod
     def _split_multi_tap(entry: dict) -> List[dict]:
         """One single-tap entry per tap of a multi-tap entry; ``[entry]`` for a single-tap one."""
         if not isinstance(entry['student'], list):
             return [entry]
-        return [dict(entry, student=s, teacher=t, index=i)
-                for s, t, i in zip(entry['student'], entry['teacher'], entry['index'])]
+        student_index, teacher_index = _index_per_side(entry)
+        return [dict(entry, student=s, teacher=t, index=_join_index(si, ti))
+                for s, t, si, ti in zip(entry['student'], entry['teacher'], student_index,
+                                        teacher_index)]
 
     @staticmethod
     def _get_tap(taps: dict, model: nn.Module, entry: dict, role: str) -> FeatureTap:
         tokens = split_tokens_option(entry.get('tokens'))[0 if role == 'student' else 1]
-        key = (entry[role], entry.get('index'), entry.get('use_input', False), repr(tokens))
+        index = _index_per_side(entry)[0 if role == 'student' else 1]
+        key = (entry[role], index, entry.get('use_input', False), repr(tokens))
         if key not in taps:
-            taps[key] = FeatureTap(model, entry[role], entry.get('index'),
-                                   entry.get('use_input', False), role, tokens)
+            taps[key] = FeatureTap(model, entry[role], index, entry.get('use_input', False), role,
+                                   tokens)
         return taps[key]
 
     def _build_extra_distillation(self, student_taps: dict, teacher_taps: dict) -> bool:
@@ -476,9 +543,14 @@ class BaseDistiller(BaseModel):
             amp_off = torch.autocast(device_type=inputs.device.type, enabled=False)
         try:
             with amp_off:
-                self.teacher(inputs, data_samples, mode='tensor')
+                self.teacher(inputs, data_samples, mode=self.teacher_mode)
         except TapsComplete:  # every teacher feature recorded: skip the rest of the teacher
             pass
+        except TypeError as exc:  # a head that needs data samples, called without them
+            message = missing_samples_message(self.teacher, self.teacher_mode, exc)
+            if message is None:
+                raise
+            raise TypeError(message) from exc
         return self.teacher_taps.pop_all()
 
     @torch.no_grad()

@@ -74,6 +74,15 @@ class FeatureTap:
         self.model_name = model_name
         self.value: Optional[torch.Tensor] = None
         self.on_record = None  # optional callback, set by TapGroup
+        if path.split('.')[0] == 'data_preprocessor':
+            raise ValueError(
+                f'{model_name} tap {path!r}: the data preprocessor is no feature to distil: it '
+                'turns the batch into a dict of normalised images and data samples before the '
+                'model runs (and the teacher gets its input from the student\'s preprocessor, it '
+                'never runs its own). To compare the preprocessed images, tap the input of the '
+                "first module instead: dict(student='backbone', teacher='backbone', "
+                'use_input=True, ...); for features, tap a backbone stage (tools/inspect_taps.py '
+                'lists them).')
         module = get_submodule(model, path, model_name)
         self.to_map = None if tokens is None else TokensToMap(
             model, path, tap_name=f'{model_name} tap {self.name!r}', **tokens)
@@ -91,11 +100,17 @@ class FeatureTap:
             if not isinstance(value, (tuple, list)):
                 raise ValueError(f'{self.model_name} tap {self.path!r} has index={self.index} but the '
                                  f'module {"input" if self.use_input else "output"} is a '
-                                 f'{type(value).__name__}, not a tuple; remove index.')
+                                 f'{type(value).__name__}, not a tuple; remove index, or set '
+                                 'it for one side only: index=dict(student=..., teacher=...).')
             if not -len(value) <= self.index < len(value):
                 raise ValueError(f'{self.model_name} tap {self.path!r}: index={self.index} is out of '
                                  f'range for a tuple of {len(value)} elements.')
             value = value[self.index]
+        if isinstance(value, dict):
+            raise ValueError(f'{self.model_name} tap {self.name!r} recorded a dict (keys '
+                             f'{sorted(map(str, value))}), not a tensor: tap the module that '
+                             'produces the feature you want (one of its inner layers), or its '
+                             'consumer with use_input=True.')
         if not isinstance(value, torch.Tensor):
             raise ValueError(f'{self.model_name} tap {self.name!r} recorded a {type(value).__name__}, '
                              'not a tensor; set `index` to pick one element of a tuple output.')

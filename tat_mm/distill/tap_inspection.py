@@ -3,24 +3,27 @@
 Two users:
 
 * ``tools/inspect_taps.py`` lists, for the student (run in ``loss`` mode, as the distiller trains
-  it) and the teacher (run in ``tensor`` mode, as the distiller runs it), what every sub-module
-  outputs: shape, channels, stride, and whether it runs in that mode at all; then pairs student
-  and teacher modules of the same stride (:func:`inspect_model`, :func:`suggest_pairs`).
+  it) and the teacher (run in the distiller's ``teacher_mode``), what every sub-module outputs:
+  shape, channels, stride, and whether it ran, did not run, failed or was not reached; then pairs
+  student and teacher modules of the same stride whose shapes can be distilled
+  (:func:`inspect_model`, :func:`suggest_pairs`).
 * ``BaseDistiller(validate_taps=True)`` calls :func:`validate_distill_taps` at build time: one
   tiny fake batch through the student and the teacher, then every distillation entry is checked
   against its losses, and every channel, size and patch-size problem is reported in one error,
   before the runner loads any data.
 
-The fake batch is :func:`tat_mm.testing.fake_batch` (what the task's dataloader yields), put
-through the model's own data preprocessor, with every model in eval mode under ``no_grad``: the
-check changes no weight and no BN statistic.
+The fake batch is :func:`tat_mm.testing.fake_batch` (what the task's dataloader yields; with
+masks for instance-segmentation models), put through the model's own data preprocessor, under
+``no_grad``; the teacher runs in eval mode, the student's ``loss`` pass in train mode (as it
+trains: DETR-family heads build their loss inputs only then) with its buffers (BN statistics)
+restored afterwards: the check changes no weight and no BN statistic.
 """
 import contextlib
 import copy
 import inspect
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -140,8 +143,13 @@ def _tensors(value, index=None) -> List[Tuple[Optional[int], torch.Tensor]]:
 
 
 @contextlib.contextmanager
-def record_module_outputs(model: nn.Module):
+def record_module_outputs(model: nn.Module, started: Optional[List[str]] = None):
     """Hook every sub-module of ``model`` and record the shapes of what it returns.
+
+    Args:
+        model (nn.Module): The model.
+        started (list, optional): Filled with the path of every module whose call started, in
+            order (with the outputs: which calls did not finish, when the pass failed).
 
     Yields:
         dict: ``{path: [module, {index: shape}, calls]}``, filled while the context is open.
@@ -161,6 +169,9 @@ def record_module_outputs(model: nn.Module):
     for path, module in model.named_modules():
         if path:
             handles.append(module.register_forward_hook(hook(path)))
+            if started is not None:
+                handles.append(module.register_forward_pre_hook(
+                    lambda module, args, path=path: started.append(path)))
     try:
         yield records
     finally:
@@ -183,6 +194,35 @@ def eval_no_grad(*models: nn.Module):
                 module.training = training
 
 
+@contextlib.contextmanager
+def train_no_grad(model: nn.Module):
+    """Run ``model`` in train mode without grad; restore its modes and buffers afterwards.
+
+    The student's ``loss`` pass needs train mode (DETR-family heads build their loss inputs only
+    then); the buffers (BN running statistics) that pass updates are put back.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    model.train()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        for module, training in modes:
+            module.training = training
+
+
+def is_instance_segmentation(model: nn.Module) -> bool:
+    """Whether ``model`` is an mmdet detector that predicts masks (its loss needs gt masks)."""
+    try:
+        return bool(getattr(model, 'with_mask', False))
+    except Exception:  # noqa: BLE001 - a property that fails means: no mask head
+        return False
+
+
 def fake_inputs(model: nn.Module, scope: str, input_size: Sequence[int],
                 batch_size: int = 2) -> Tuple[torch.Tensor, list]:
     """A random batch put through ``model``'s own data preprocessor (test-time path).
@@ -199,33 +239,61 @@ def fake_inputs(model: nn.Module, scope: str, input_size: Sequence[int],
     """
     if scope not in TASK_OF_SCOPE:
         raise ValueError(f'Cannot make a fake batch for scope {scope!r}; known: {sorted(TASK_OF_SCOPE)}.')
-    batch = fake_batch(TASK_OF_SCOPE[scope], batch_size, tuple(input_size), num_classes=1)
+    batch = fake_batch(TASK_OF_SCOPE[scope], batch_size, tuple(input_size), num_classes=1,
+                       with_masks=is_instance_segmentation(model))
     device = next(model.parameters()).device
     with torch.no_grad():
         data = model.data_preprocessor(batch, False)
     return data['inputs'].to(device), data['data_samples']
 
 
+class Inspection(NamedTuple):
+    """What one fake pass through a model showed (:func:`inspect_model`).
+
+    Args:
+        candidates (List[TapCandidate]): One per module output (and per element of tuple
+            outputs), in the order they returned.
+        not_run (List[str]): When the pass completed: modules whose forward hook did not fire,
+            so a tap on them records nothing, even if their sub-modules ran.
+        error (str, optional): The forward's error if it failed part-way, else None.
+        failed (List[str]): Modules whose call started but did not finish (the failing module and
+            its parents), outermost first; empty when the pass completed.
+        not_reached (List[str]): When the pass failed: the modules whose hook did not fire and
+            that are not part of the failure (not reached yet, or not called through their
+            forward: unknown until the failure is fixed).
+        mode (str): The mode the model ran in.
+    """
+    candidates: List[TapCandidate]
+    not_run: List[str]
+    error: Optional[str]
+    failed: List[str]
+    not_reached: List[str]
+    mode: str
+
+
 def inspect_model(model: nn.Module, scope: str, input_size: Sequence[int], mode: str,
-                  batch_size: int = 2) -> Tuple[List[TapCandidate], List[str], Optional[str]]:
+                  batch_size: int = 2) -> Inspection:
     """Run ``model`` once in ``mode`` on a fake batch and describe every module's output.
+
+    The ``loss`` pass runs in train mode (as the distiller trains the student; buffers restored),
+    the others in eval mode; all without grad.
 
     Args:
         model (nn.Module): The student or the teacher.
         scope (str): Its task library's scope.
         input_size (Sequence[int]): (H, W) of the raw fake images.
-        mode (str): 'loss' (how the distiller runs the student) or 'tensor' (the teacher).
+        mode (str): 'loss' (how the distiller runs the student), or the teacher's mode ('tensor',
+            'predict').
         batch_size (int): Defaults to 2.
 
     Returns:
-        tuple: ``(candidates, not_run, error)``: a :class:`TapCandidate` per module output (and per
-        element of tuple outputs), in the order they returned; the paths of the modules whose
-        forward hook did not fire in ``mode`` (so a tap on them records nothing), even if their
-        sub-modules ran; the forward's error message if it failed part-way (None if it ran).
+        Inspection: The candidates and every module's status.
     """
     inputs, data_samples = fake_inputs(model, scope, input_size, batch_size)
     error = None
-    with eval_no_grad(model), record_module_outputs(model) as records:
+    started: List[str] = []
+    context = train_no_grad(model) if mode == 'loss' else eval_no_grad(model)
+    with context, record_module_outputs(model, started) as records:
         try:
             model(inputs, data_samples, mode=mode)
         except Exception as exc:  # noqa: BLE001 - reported; what ran before it is still listed
@@ -238,9 +306,14 @@ def inspect_model(model: nn.Module, scope: str, input_size: Sequence[int], mode:
     ]
     # A module whose own hook did not fire may still have run through a method other than
     # __call__ (mmseg calls decode_head.loss(), which calls self.forward()): its sub-modules ran,
-    # but a tap on it would record nothing. Both kinds are listed as "not run" (untappable).
-    not_run = [path for path, _ in model.named_modules() if path and path not in records]
-    return candidates, not_run, error
+    # but a tap on it would record nothing. Both kinds are "not run" (untappable) when the pass
+    # completed; after a failure, the modules not started yet are "not reached" (unknown).
+    paths = [path for path, _ in model.named_modules() if path]
+    failed = [] if error is None else list(dict.fromkeys(p for p in started if p not in records))
+    missing = [p for p in paths if p not in records and p not in failed]
+    if error is None:
+        return Inspection(candidates, missing, None, [], [], mode)
+    return Inspection(candidates, [], error, failed, missing, mode)
 
 
 def _repeats_input(module: nn.Module) -> bool:
@@ -253,13 +326,24 @@ def is_listed(candidate: TapCandidate, max_depth: int = 3) -> bool:
     return candidate.path.count('.') + 1 <= max_depth and not candidate.repeats_input
 
 
+def can_distill(student: TapCandidate, teacher: TapCandidate) -> bool:
+    """Whether a distill entry can compare the two outputs: maps or tokens with the same batch
+    size (RoI features of different RoI counts cannot be paired) and a known grid."""
+    return (student.kind in ('map', 'tokens') and teacher.kind in ('map', 'tokens')
+            and student.shape[0] == teacher.shape[0] and student.grid is not None
+            and teacher.grid is not None)
+
+
 def suggest_pairs(student: Sequence[TapCandidate], teacher: Sequence[TapCandidate],
                   max_depth: int = 2) -> List[Tuple[TapCandidate, TapCandidate]]:
-    """Student-teacher tap pairs of the same stride (maps and tokens only).
+    """Student-teacher tap pairs of the same stride whose shapes can be distilled.
 
     For each stride both models have: the modules with the same path in both (the usual case for
     two nets of one family), else the last module of that stride in each (the deepest feature at
-    that resolution), both at most ``max_depth`` path parts deep.
+    that resolution), both at most ``max_depth`` path parts deep; a stride found only deeper (a
+    transformer's layers, ``backbone.layers.11``, Swin's ``backbone.stages.2``) is taken from
+    ``max_depth + 1`` parts. Maps and tokens (their grid guessed from the token count) are paired
+    alike; only outputs of the same batch size (not RoI features of different RoI counts).
 
     Args:
         student (Sequence[TapCandidate]): The student's candidates (execution order).
@@ -270,21 +354,31 @@ def suggest_pairs(student: Sequence[TapCandidate], teacher: Sequence[TapCandidat
         list: ``(student candidate, teacher candidate)`` pairs, by increasing stride.
     """
 
-    def by_stride(candidates):
+    def by_stride(candidates, depth):
         groups: Dict[float, List[TapCandidate]] = {}
         for c in candidates:
             # 1x1 maps (global pooling) have nothing for an attention over positions to match.
-            if (c.kind in ('map', 'tokens') and c.stride and c.path.count('.') < max_depth
+            if (c.kind in ('map', 'tokens') and c.stride and c.path.count('.') < depth
                     and not c.repeats_input and c.grid != (1, 1)):
                 groups.setdefault(round(c.stride, 3), []).append(c)
         return groups
 
-    s_groups, t_groups = by_stride(student), by_stride(teacher)
+    s_shallow, t_shallow = by_stride(student, max_depth), by_stride(teacher, max_depth)
+    s_deep, t_deep = by_stride(student, max_depth + 1), by_stride(teacher, max_depth + 1)
     pairs = []
-    for stride in sorted(set(s_groups) & set(t_groups)):
-        t_by_name = {c.name: c for c in t_groups[stride]}
-        same = [(s, t_by_name[s.name]) for s in s_groups[stride] if s.name in t_by_name]
-        pairs += same or [(s_groups[stride][-1], t_groups[stride][-1])]
+    for stride in sorted(set(s_deep) & set(t_deep)):
+        s_list = s_shallow.get(stride) or s_deep[stride]
+        t_list = t_shallow.get(stride) or t_deep[stride]
+        t_by_name = {c.name: c for c in t_list}
+        same = [(s, t_by_name[s.name]) for s in s_list
+                if s.name in t_by_name and can_distill(s, t_by_name[s.name])]
+        if same:
+            pairs += same
+            continue
+        last = next(((s, t) for s in reversed(s_list) for t in reversed(t_list)
+                     if can_distill(s, t)), None)
+        if last is not None:
+            pairs.append(last)
     return pairs
 
 
@@ -296,12 +390,26 @@ def format_stride(stride: Optional[float]) -> str:
 
 
 def entry_for_pair(student: TapCandidate, teacher: TapCandidate) -> str:
-    """A distill entry for the pair, as a config line (a TaT loss with the right channels)."""
-    index = '' if student.index is None else f', index={student.index}'
-    if student.index != teacher.index:
-        return (f'# {student.name} <-> {teacher.name}: tuple indices differ; tap them with two '
-                'FeatureTaps of the same index, or pick other modules')
-    return (f"dict(student='{student.path}', teacher='{teacher.path}'{index}, losses=[dict("
+    """A distill entry for the pair, as a config line (a TaT loss with the right channels).
+
+    Tuple elements become ``index`` (per side when they differ), transformer tokens ``tokens``
+    (per side when only one side has them), different grids ``resize=True``.
+    """
+    options = ''
+    if student.index == teacher.index:
+        options += '' if student.index is None else f', index={student.index}'
+    else:
+        sides = ', '.join(f'{role}={c.index}' for role, c in (('student', student), ('teacher', teacher))
+                          if c.index is not None)
+        options += f', index=dict({sides})'
+    token_sides = [role for role, c in (('student', student), ('teacher', teacher)) if c.kind == 'tokens']
+    if len(token_sides) == 2:
+        options += ', tokens=True'
+    elif token_sides:
+        options += f', tokens=dict({token_sides[0]}=True)'
+    if student.grid != teacher.grid:
+        options += ', resize=True'
+    return (f"dict(student='{student.path}', teacher='{teacher.path}'{options}, losses=[dict("
             f"type='TaTLoss', student_channels={student.channels}, "
             f'teacher_channels={teacher.channels})])')
 
@@ -357,6 +465,7 @@ def check_distill_taps(distiller, input_size: Optional[Sequence[int]] = None,
     if input_size is None:
         input_size = getattr(distiller.data_preprocessor, 'size', None) or DEFAULT_INPUT_SIZE
     problems = []
+    failed = {'student': False, 'teacher': False}
     with eval_no_grad(distiller, distiller.teacher):
         inputs, data_samples = fake_inputs(distiller.student, distiller.scope, input_size, batch_size)
         with _capture(distiller.teacher_taps) as teacher_feats:
@@ -365,29 +474,39 @@ def check_distill_taps(distiller, input_size: Optional[Sequence[int]] = None,
             except Exception as exc:  # noqa: BLE001 - reported
                 # A tap that recorded nothing is reported per entry below; anything else here.
                 if 'recorded nothing' not in str(exc):
+                    failed['teacher'] = True
                     problems.append(f'the teacher failed on a fake {_shape(inputs)} batch '
                                     f'({type(exc).__name__}: {exc}).')
         distiller.student_taps.clear()
-        with _capture(distiller.student_taps) as student_feats:
+        # The student's loss pass in train mode, as it trains (buffers restored afterwards).
+        with _capture(distiller.student_taps) as student_feats, train_no_grad(distiller.student):
             try:
                 distiller.student.loss(inputs, data_samples)
             except Exception as exc:  # noqa: BLE001 - reported
+                failed['student'] = True
                 problems.append(f'the student failed in loss mode on a fake {_shape(inputs)} batch '
                                 f'({type(exc).__name__}: {exc}); taps after the failure are not '
                                 'checked.')
         distiller.student_taps.clear()
         for pair in distiller.pairs:
             problems += _check_pair(distiller, pair, student_feats, teacher_feats, inputs,
-                                    data_samples)
+                                    data_samples, failed)
     return problems
 
 
-def _check_pair(distiller, pair, student_feats, teacher_feats, inputs, data_samples) -> List[str]:
+def _check_pair(distiller, pair, student_feats, teacher_feats, inputs, data_samples,
+                failed: Dict[str, bool]) -> List[str]:
     where = f'distill entry student {pair.student_tap!r} -> teacher {pair.teacher_tap!r}'
     problems = []
     for role, feats, tap, mode in (('student', student_feats, pair.student_tap, 'loss'),
-                                   ('teacher', teacher_feats, pair.teacher_tap, 'tensor')):
-        if tap not in feats:
+                                   ('teacher', teacher_feats, pair.teacher_tap,
+                                    getattr(distiller, 'teacher_mode', 'tensor'))):
+        if tap in feats:
+            continue
+        if failed[role]:  # not reached before the failure: whether it runs is unknown
+            problems.append(f'{where}: the {role} tap {tap!r} was not reached before the {role} '
+                            'failed (see above); fix that first.')
+        else:
             problems.append(f'{where}: the {role} tap {tap!r} recorded nothing: the module does not '
                             f'run in {mode} mode. Tap a module that does (tools/inspect_taps.py '
                             'lists them).')
@@ -459,20 +578,31 @@ def _as_hw(value, order: str) -> Optional[Tuple[int, int]]:
     return None  # relative sizes, ratios
 
 
-def _train_pipeline(cfg) -> list:
-    if cfg.get('train_pipeline'):
-        return list(cfg['train_pipeline'])
+def _train_pipeline(cfg) -> Tuple[list, str]:
+    """The pipeline the runner trains with, and where it is: the train dataloader's dataset (through
+    wrappers), else the config's ``train_pipeline`` variable (which a config may override in the
+    dataloader without changing the variable)."""
     dataset = (cfg.get('train_dataloader') or {}).get('dataset') or {}
-    while isinstance(dataset, dict) and 'pipeline' not in dataset and 'dataset' in dataset:
-        dataset = dataset['dataset']  # RepeatDataset, ClassBalancedDataset, ...
-    return list(dataset.get('pipeline') or []) if isinstance(dataset, dict) else []
+    while isinstance(dataset, dict) and 'pipeline' not in dataset:
+        if isinstance(dataset.get('dataset'), dict):
+            dataset = dataset['dataset']  # RepeatDataset, ClassBalancedDataset, ...
+        elif dataset.get('datasets'):
+            dataset = dataset['datasets'][0]  # ConcatDataset: its first dataset
+        else:
+            break
+    if isinstance(dataset, dict) and dataset.get('pipeline'):
+        return list(dataset['pipeline']), "the train dataloader's pipeline"
+    if cfg.get('train_pipeline'):
+        return list(cfg['train_pipeline']), 'the train pipeline'
+    return [], ''
 
 
 def input_size_from_config(cfg, scope: Optional[str] = None) -> Tuple[Tuple[int, int], str]:
     """The (H, W) of a training image, read from the config, and where it was read.
 
-    The last size-fixing transform of the train pipeline (crops, resizes), else the data
-    preprocessor's ``size``, else 224 x 224.
+    The last size-fixing transform (crops, resizes) of the pipeline the runner trains with (the
+    train dataloader's, else the config's ``train_pipeline``), else the data preprocessor's
+    ``size``, else 224 x 224.
 
     Args:
         cfg (Config): A full config.
@@ -482,14 +612,15 @@ def input_size_from_config(cfg, scope: Optional[str] = None) -> Tuple[Tuple[int,
         tuple: ``((H, W), description)``.
     """
     found = None
-    for transform in _train_pipeline(cfg):
+    pipeline, where = _train_pipeline(cfg)
+    for transform in pipeline:
         name = str(transform.get('type', '')).split('.')[-1]
         if name in _SIZE_ARGS:
             arg, order = _SIZE_ARGS[name]
             order = order.get(scope, 'hw') if isinstance(order, dict) else order
             size = _as_hw(transform.get(arg), order)
             if size:
-                found = (size, f'{name}({arg}={transform.get(arg)}) in the train pipeline')
+                found = (size, f'{name}({arg}={transform.get(arg)}) in {where}')
     if found:
         return found
     model = cfg.get('model') or {}

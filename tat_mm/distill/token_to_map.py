@@ -7,11 +7,15 @@ drops the extra tokens and folds the patch tokens back into their grid. The loss
 what a transformer is.
 
 The layout comes from the model where it can: the number of extra tokens from the backbone's
-``num_extra_tokens`` (mmpretrain) or ``with_cls_token`` (mmseg), the grid from what the backbone's
-``patch_embed`` returned in this very forward pass (so any input size works), else from its
-``patch_resolution``. Either can be given explicitly instead.
+``num_extra_tokens`` (mmpretrain) or ``with_cls_token`` (mmseg), none for a backbone with a patch
+embedding and no class token (Swin); the grid from the ``(h, w)`` shapes of this very forward pass:
+what the backbone's ``patch_embed`` returned, what the modules on the tap's path were called with
+or the tapped module returned (Swin's stages and blocks after patch merging), so any input size
+works; else the backbone's ``patch_resolution``. Either can be given explicitly instead. A
+DETR-family encoder's memory (several levels concatenated) has no single grid: an error says what
+to tap instead.
 """
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -28,17 +32,71 @@ def _owner(model: nn.Module, path: str) -> Tuple[str, Optional[nn.Module]]:
     return '', None
 
 
+def _extra_tokens_of(owner: nn.Module) -> Optional[int]:
+    """The number of tokens before the patch tokens, as ``owner`` (a backbone) describes it."""
+    if hasattr(owner, 'num_extra_tokens'):  # mmpretrain (ViT 1, DeiT 2, Swin 0)
+        return int(owner.num_extra_tokens)
+    if hasattr(owner, 'with_cls_token'):  # mmseg's VisionTransformer
+        return int(bool(owner.with_cls_token))
+    if hasattr(owner, 'cls_token'):  # a class token, plus DeiT's distillation token
+        return 1 + int(hasattr(owner, 'dist_token'))
+    if hasattr(owner, 'patch_embed'):  # hierarchical transformers (mmseg Swin, PVT): no class token
+        return 0
+    return None
+
+
+def _as_grid(value) -> Optional[Tuple[int, int]]:
+    """``(h, w)`` if ``value`` is a 2-element shape (tuple, list, ``torch.Size``) of positive ints."""
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        return int(value[0]), int(value[1])
+    return None
+
+
+def _detr_transformer_error(model: nn.Module, path: str, tap_name: str) -> Optional[str]:
+    """The error for ``tokens`` on a DETR-family encoder / decoder tap (None: not one)."""
+    parts = path.split('.') if path else []
+    for depth in range(len(parts), -1, -1):
+        prefix = '.'.join(parts[:depth])
+        module = model.get_submodule(prefix) if prefix else model
+        if not (hasattr(module, 'pre_transformer') and hasattr(module, 'encoder')):
+            continue
+        rest = parts[depth:]
+        neck = f'{prefix}.neck' if prefix else 'neck'
+        if rest[:1] == ['encoder']:
+            return (f'{tap_name}: the {type(module).__name__} encoder\'s tokens (B, N, C) are its '
+                    'input levels flattened and concatenated (N = the sum of h x w over the levels: '
+                    'Deformable DETR and DINO use several levels of different sizes), so there is no '
+                    f'single grid to fold them into. Tap the maps they are made of instead, without '
+                    f"`tokens`: the neck's levels, e.g. dict(student='{neck}', teacher='{neck}', "
+                    'index=k), or the backbone stages.')
+        if rest[:1] == ['decoder']:
+            return (f'{tap_name}: the {type(module).__name__} decoder\'s tokens (B, num_queries, C) '
+                    'are object queries, not image positions: they have no grid. For feature maps, '
+                    f"tap the neck's levels, e.g. dict(student='{neck}', teacher='{neck}', index=k), "
+                    'without `tokens`.')
+        return None
+    return None
+
+
 class TokensToMap:
     """Folds the ``(B, N, C)`` tokens a tap records into a ``(B, C, h, w)`` map.
+
+    The grid is found in each forward pass: from what the backbone's ``patch_embed`` returns, and
+    from the ``(h, w)`` shapes the modules on the tap's path receive or the tapped module returns
+    (Swin's stages and blocks take ``hw_shape`` and return it with their tokens, so stages after
+    patch merging are found too); the last of these whose ``h * w`` is the number of patch tokens
+    is the grid. Any input size works.
 
     Args:
         model (nn.Module): The tapped model (student or teacher).
         path (str): Module path of the tap, e.g. ``'backbone.layers.11'``.
-        grid (Sequence[int], optional): The patch grid ``(h, w)``. Defaults to None: read from the
-            backbone's ``patch_embed`` output in each forward pass, or its ``patch_resolution``.
+        grid (Sequence[int], optional): The patch grid ``(h, w)``. Defaults to None: found in each
+            forward pass (see above), else the backbone's ``patch_resolution``.
         num_extra_tokens (int, optional): Tokens before the patch tokens (class, distillation,
-            register tokens), dropped. Defaults to None: the backbone's ``num_extra_tokens``, or 1
-            / 0 from its ``with_cls_token``.
+            register tokens), dropped. Defaults to None: the backbone's ``num_extra_tokens``, 1 / 0
+            from its ``with_cls_token``, or 0 for a backbone with a patch embedding and no class
+            token (Swin).
         tap_name (str): How to call the tap in errors, e.g. ``"student tap 'backbone.ln1'"``.
             Defaults to 'tap'.
     """
@@ -50,17 +108,17 @@ class TokensToMap:
                  num_extra_tokens: Optional[int] = None,
                  tap_name: str = 'tap'):
         self.tap_name = tap_name
-        self._runtime_grid: Optional[Tuple[int, int]] = None
-        self._handle = None
+        self._seen_grids: List[Tuple[int, int]] = []  # (h, w) shapes seen in this forward pass
+        self._handles = []
+        detr_error = _detr_transformer_error(model, path, tap_name)
+        if detr_error is not None and grid is None:
+            raise ValueError(detr_error)
         owner_path, owner = _owner(model, path)
         self.owner_path = owner_path
         self.owner = owner
         where = f'{type(owner).__name__} at {owner_path!r}' if owner_path else 'the model'
         if num_extra_tokens is None and owner is not None:
-            if hasattr(owner, 'num_extra_tokens'):
-                num_extra_tokens = int(owner.num_extra_tokens)
-            elif hasattr(owner, 'with_cls_token'):
-                num_extra_tokens = int(bool(owner.with_cls_token))
+            num_extra_tokens = _extra_tokens_of(owner)
         if num_extra_tokens is None:
             raise ValueError(
                 f'{tap_name}: cannot tell how many extra (class / distillation / register) tokens '
@@ -72,26 +130,59 @@ class TokensToMap:
         if self.grid is not None and len(self.grid) != 2:
             raise ValueError(f'{tap_name}: tokens grid must be (h, w); got {grid!r}.')
         if self.grid is None:
-            patch_embed = getattr(owner, 'patch_embed', None)
-            if isinstance(patch_embed, nn.Module):
-                # mmcv / mmseg PatchEmbed return (tokens, (h, w)): record the grid of this pass.
-                self._handle = patch_embed.register_forward_hook(self._record_grid)
-            elif getattr(owner, 'patch_resolution', None) is None:
+            self._hook_grid_sources(model, path)
+            if (not isinstance(getattr(owner, 'patch_embed', None), nn.Module)
+                    and getattr(owner, 'patch_resolution', None) is None):
                 raise ValueError(
                     f'{tap_name}: cannot find the patch grid of {where}: no `patch_embed` or '
                     '`patch_resolution`. Give it in the distill entry, e.g. '
                     'tokens=dict(grid=(14, 14)).')
 
-    def _record_grid(self, module: nn.Module, args: tuple, output) -> None:
-        if isinstance(output, (tuple, list)) and len(output) == 2 and len(output[1]) == 2:
-            self._runtime_grid = tuple(int(s) for s in output[1])
+    def _hook_grid_sources(self, model: nn.Module, path: str) -> None:
+        """Hooks that record the ``(h, w)`` shapes of this pass (cleared when the owner starts)."""
+        start = self.owner if self.owner is not None else model
+        self._handles.append(start.register_forward_pre_hook(lambda module, args: self._seen_grids.clear()))
+        patch_embed = getattr(self.owner, 'patch_embed', None)
+        if isinstance(patch_embed, nn.Module):
+            # mmcv / mmseg PatchEmbed return (tokens, (h, w)).
+            self._handles.append(patch_embed.register_forward_hook(self._record_output))
+        # Every module from the owner down to the tapped one: the (h, w) it is called with (Swin's
+        # stages and blocks: forward(x, hw_shape)); the tapped one also: what it returns.
+        parts = path.split('.') if path else []
+        first = len(self.owner_path.split('.')) if self.owner_path else 0
+        for depth in range(first + 1, len(parts) + 1):
+            module = model.get_submodule('.'.join(parts[:depth]))
+            self._handles.append(module.register_forward_pre_hook(self._record_args, with_kwargs=True))
+        if parts:
+            self._handles.append(model.get_submodule(path).register_forward_hook(self._record_output))
 
-    def current_grid(self) -> Tuple[int, int]:
-        """(h, w) of the patch tokens in the current forward pass."""
+    def _record(self, values) -> None:
+        for value in values:
+            found = _as_grid(value)
+            if found is not None:
+                self._seen_grids.append(found)
+
+    def _record_args(self, module: nn.Module, args: tuple, kwargs: dict):
+        self._record(list(args) + list(kwargs.values()))
+
+    def _record_output(self, module: nn.Module, args: tuple, output) -> None:
+        if isinstance(output, (tuple, list)):
+            self._record(output)
+
+    def current_grid(self, num_patches: Optional[int] = None) -> Tuple[int, int]:
+        """(h, w) of the patch tokens in the current forward pass.
+
+        Args:
+            num_patches (int, optional): The number of patch tokens: the last grid seen in this
+                pass with ``h * w == num_patches`` is taken. Defaults to None: the last one seen.
+        """
         if self.grid is not None:
             return self.grid
-        if self._runtime_grid is not None:
-            return self._runtime_grid
+        seen = [g for g in self._seen_grids if num_patches is None or g[0] * g[1] == num_patches]
+        if seen:
+            return seen[-1]
+        if self._seen_grids:
+            return self._seen_grids[-1]  # the count does not match: the caller says so
         resolution = getattr(self.owner, 'patch_resolution', None)
         if resolution is None:
             raise ValueError(f'{self.tap_name}: the patch grid is unknown (the backbone\'s '
@@ -121,20 +212,24 @@ class TokensToMap:
             raise ValueError(f'{self.tap_name} gives {tuple(tokens.shape)}; `tokens` expects '
                              '(B, N, C) transformer tokens.')
         batch, num_tokens, channels = tokens.shape
-        h, w = self.current_grid()
+        h, w = self.current_grid(num_tokens - self.num_extra_tokens)
         if num_tokens != self.num_extra_tokens + h * w:
+            seen = sorted(set(self._seen_grids), key=self._seen_grids.index)
+            grids = (f' (grids seen in this pass: {", ".join(f"{a}x{b}" for a, b in seen)})'
+                     if len(seen) > 1 else '')
             raise ValueError(
                 f'{self.tap_name} gives {num_tokens} tokens, but {self.num_extra_tokens} extra '
-                f'tokens + a {h}x{w} patch grid make {self.num_extra_tokens + h * w}. Set '
+                f'tokens + a {h}x{w} patch grid make {self.num_extra_tokens + h * w}{grids}. Set '
                 'tokens=dict(grid=(h, w), num_extra_tokens=k) in the distill entry to match the '
                 'model.')
         patches = tokens[:, self.num_extra_tokens:]
         return patches.transpose(1, 2).reshape(batch, channels, h, w)
 
     def remove(self) -> None:
-        """Remove the hook on the backbone's patch embedding."""
-        if self._handle is not None:
-            self._handle.remove()
+        """Remove the hooks that find the grid."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
 
 _LAYOUT_KEYS = {'grid', 'num_extra_tokens'}
