@@ -2,8 +2,8 @@
 z-score every sample's logits over the classes before the temperature softmax."""
 import torch
 
-#: Added to the standard deviation, as in the authors' ``normalize`` (``mdistiller/distillers/KD.py``
-#: and ``DKD.py`` of ``sunshangquan/logit-standardization-KD``).
+#: Added to the standard deviation, as in the authors' ``normalize``
+#: (``sunshangquan/logit-standardization-KD``: ``mdistiller/distillers/KD.py`` and ``DKD.py``).
 STD_EPS = 1e-7
 
 

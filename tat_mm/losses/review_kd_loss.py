@@ -94,8 +94,8 @@ class ReviewKDLoss(nn.Module):
     four stages plus the pooled feature (channels 64, 128, 256, 512, 512, ``mid_channels`` 512);
     CIFAR loss weight warmed up linearly over 20 epochs (not built in). The fusion width is the
     reference's by default: ``min(512, deepest student width)`` (mdistiller's ``ReviewKD``,
-    ``mid_channel = min(512, in_channels[-1])``), one width for every stage. (B, C) inputs (a pooled feature, e.g. the ``neck`` output) are used as
-    (B, C, 1, 1) maps. The authors distil pre-ReLU features; tapping mmpretrain's stage outputs
+    ``mid_channel = min(512, in_channels[-1])``), one width for every stage. (B, C) inputs (a
+    pooled feature, e.g. the ``neck`` output) are used as (B, C, 1, 1) maps. The authors distil pre-ReLU features; tapping mmpretrain's stage outputs
     gives post-ReLU ones.
 
     Computed in fp32 (autocast off) from fp16/bf16 inputs; teachers are detached.

@@ -1,7 +1,7 @@
 # Demo DIST baseline (classification): DIST's inter- and intra-class Pearson relations of the
-# softened predictions (Huang et al., NeurIPS 2022) on the classifier layer (head.fc), the
-# CIFAR setting (tau 4, beta = gamma = 1, weight 2; configs/cls/resnet32x4_to_resnet8x4_cifar100_dist.py)
-# next to the full cross-entropy (not tuned here).
+# softened predictions (Huang et al., NeurIPS 2022) on the classifier layer (head.fc), the CIFAR
+# setting (tau 4, beta = gamma = 1, weight 2: cls/resnet32x4_to_resnet8x4_cifar100_dist.py) next
+# to the full cross-entropy (not tuned here).
 #   python tools/train.py configs/demo/cls/dist.py   (after the teacher: tools/demo.py trains it)
 _base_ = './student.py'
 
