@@ -296,3 +296,16 @@ def test_crosskd_loss_step_under_autocast(dtype, tmp_path):
     for key, value in ref.items():
         assert amp[key].dtype == torch.float32 and torch.isfinite(amp[key]), key
         assert abs(float(amp[key]) - value) <= 0.1 * abs(value) + 1e-3, (key, float(amp[key]), value)
+
+
+def test_reference_held_feature_is_the_activated_one():
+    """Why the cross head reads the activated conv output: the reference holds
+    ``conv(x, activate=False)`` and then calls ``conv.activate`` on it, which mmcv's ConvModule
+    does in place (its ReLU's default), so the held tensor is the activated one."""
+    from mmcv.cnn import ConvModule
+    conv = ConvModule(4, 4, 3, padding=1, norm_cfg=dict(type='GN', num_groups=2))
+    held = conv(torch.randn(1, 4, 5, 5), activate=False)
+    pre_activation = held.clone()
+    conv.activate(held)
+    assert pre_activation.min() < 0 and held.min() >= 0
+    assert torch.equal(held, F.relu(pre_activation))
