@@ -3,6 +3,8 @@
 Teachers are R50 models of each library (made offline and given a generated checkpoint), students
 R18 models; the configs are what a user writes, minus the download URLs.
 """
+import copy
+
 from tat_mm.testing import offline_model_config, save_random_checkpoint
 
 NUM_CLASSES = 5
@@ -146,3 +148,28 @@ def cls_runner_config(tmp_path, work_dir, max_iters=4, batch_size=4, teacher_ckp
         randomness=dict(seed=0),
         log_level='WARNING',
     )
+
+
+CROSSKD_HEADS = {
+    'retinanet': 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py',
+    'gfl': 'mmdet::gfl/gfl_r50_fpn_1x_coco.py',
+    'atss': 'mmdet::atss/atss_r50_fpn_1x_coco.py',
+    'fcos': 'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
+}
+
+
+def crosskd_distiller(tmp_path, head='gfl', cut=1, cross_head=None, student_overrides=None):
+    """CrossKD (``cross_head``) between two small dense detectors of mmdet's ``head`` config:
+    R18 backbones (the student half as wide), 64-wide FPN and heads with 2 convs per branch."""
+    small = dict(backbone=dict(depth=18, init_cfg=None),
+                 neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
+                 bbox_head=dict(in_channels=64, feat_channels=64, stacked_convs=2))
+    teacher = offline_model_config(CROSSKD_HEADS[head], NUM_CLASSES, SIZES['det'])
+    teacher.merge(small)
+    student = copy.deepcopy(teacher)
+    student.merge(dict(backbone=dict(base_channels=32), neck=dict(in_channels=[32, 64, 128, 256])))
+    if student_overrides:
+        student.merge(student_overrides)
+    ckpt = save_random_checkpoint('mmdet', teacher, tmp_path / f'{head}_teacher.pth', seed=1)
+    return dict(type='DetDistiller', student=student, teacher=dict(config=teacher, checkpoint=ckpt),
+                distill=[], cross_head=dict(reused_teacher_head_idx=cut, **(cross_head or {})))

@@ -38,8 +38,8 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import init_default_scope
 
 import tat_mm  # noqa: F401
-from distill_cases import (NUM_CLASSES, SIZES, cls_distiller, cls_runner_config, det_distiller,
-                           seg_distiller)
+from distill_cases import (NUM_CLASSES, SIZES, cls_distiller, cls_runner_config,
+                           crosskd_distiller, det_distiller, seg_distiller)
 from tat_mm.modules.feature_augment_ops import OPERATIONS, apply_operation
 from tat_mm.testing import fake_batch
 
@@ -541,6 +541,16 @@ def test_distiller_step_creates_no_tensor_without_device(distillers):
             model.parse_losses(model(**data, mode='loss'))[0].backward()
     finally:
         model.dam_gt_supervision = False
+    assert not mode.calls, mode.calls
+
+
+@pytest.mark.parametrize('head', ['retinanet', 'gfl', 'atss', 'fcos'])
+def test_crosskd_step_creates_no_tensor_without_device(head, tmp_path):
+    """DetDistiller's cross head (CrossKD): targets, normalisers and terms on the batch's device."""
+    model = build('det', crosskd_distiller(tmp_path, head)).train()
+    data = model.data_preprocessor(fake_batch('det', 2, SIZES['det'], NUM_CLASSES), True)
+    with DevicelessFactories() as mode:
+        model.parse_losses(model(**data, mode='loss'))[0].backward()
     assert not mode.calls, mode.calls
 
 

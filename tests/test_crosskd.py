@@ -16,22 +16,13 @@ from mmengine.registry import DefaultScope
 
 import tat_mm  # noqa: F401
 from mmdet.registry import MODELS as DET_MODELS
+from distill_cases import CROSSKD_HEADS, NUM_CLASSES, SIZES, crosskd_distiller
 from tat_mm.checkpoint_loading import load_checkpoint_file
 from tat_mm.models.cross_head_distillation import align_scale
 from tat_mm.testing import fake_batch, offline_model_config, save_random_checkpoint
 
-NUM_CLASSES = 5
-SIZE = (64, 96)
-HEADS = {
-    'retinanet': 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py',
-    'gfl': 'mmdet::gfl/gfl_r50_fpn_1x_coco.py',
-    'atss': 'mmdet::atss/atss_r50_fpn_1x_coco.py',
-    'fcos': 'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
-}
-# Small and fast: R18 backbones, 64-wide FPN and heads, 2 head convs.
-SMALL = dict(backbone=dict(depth=18, init_cfg=None),
-             neck=dict(in_channels=[64, 128, 256, 512], out_channels=64),
-             bbox_head=dict(in_channels=64, feat_channels=64, stacked_convs=2))
+SIZE = SIZES['det']
+HEADS = CROSSKD_HEADS
 
 
 # ----------------------------------------------------------------------------- the losses
@@ -91,16 +82,7 @@ def test_align_scale_equals_per_channel_loops():
 
 
 # ----------------------------------------------------------------------------- the distiller
-def _distiller_cfg(tmp_path, head, cut=1, cross_head=None, student_overrides=None):
-    teacher = offline_model_config(HEADS[head], NUM_CLASSES, SIZE)
-    teacher.merge(SMALL)
-    student = copy.deepcopy(teacher)
-    student.merge(dict(backbone=dict(base_channels=32), neck=dict(in_channels=[32, 64, 128, 256])))
-    if student_overrides:
-        student.merge(student_overrides)
-    ckpt = save_random_checkpoint('mmdet', teacher, tmp_path / f'{head}_teacher.pth', seed=1)
-    return dict(type='DetDistiller', student=student, teacher=dict(config=teacher, checkpoint=ckpt),
-                distill=[], cross_head=dict(reused_teacher_head_idx=cut, **(cross_head or {})))
+_distiller_cfg = crosskd_distiller
 
 
 def _build(cfg):

@@ -19,7 +19,7 @@ from mmengine.runner import Runner
 
 import tat_mm  # noqa: F401
 from distill_cases import (CLS_STUDENT, NUM_CLASSES, SIZES, cls_distiller, cls_runner_config,
-                           det_distiller, seg_distiller)
+                           crosskd_distiller, det_distiller, seg_distiller)
 from tat_mm.testing import fake_batch, offline_model_config
 
 pytestmark = pytest.mark.cuda
@@ -31,6 +31,8 @@ CASES = {
     'seg': ('seg', seg_distiller),
     'det_faster_rcnn': ('det', lambda p: det_distiller(p, 'faster_rcnn')),
     'det_retinanet': ('det', lambda p: det_distiller(p, 'retinanet')),
+    'det_gfl_crosskd': ('det', lambda p: crosskd_distiller(p, 'gfl')),
+    'det_fcos_crosskd': ('det', lambda p: crosskd_distiller(p, 'fcos')),
 }
 
 
