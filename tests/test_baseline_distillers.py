@@ -9,6 +9,7 @@ from mmpretrain.registry import MODELS
 import tat_mm  # noqa: F401
 from distill_cases import CLS_STUDENT, NUM_CLASSES, save_checkpoint
 from tat_mm.distill import BaseDistiller, FeatureTap
+from tat_mm.distill.tap_inspection import check_distill_taps
 from tat_mm.losses import DKDLoss
 from tat_mm.testing import fake_batch, offline_model_config
 
@@ -166,6 +167,8 @@ def test_student_tensor_with_one_element_of_a_teacher_tuple_trains(teacher):
     assert model.pairs[1].teacher_tap_names == ['backbone.layer3', 'backbone.0']
     # One hook per (module, index): the teacher's element 0 is recorded once for both entries.
     assert sorted(t.name for t in model.teacher_taps.taps) == ['backbone.0', 'backbone.layer3']
+    # validate_taps' check fits both, the multi-tap entry included (its taps checked one by one).
+    assert check_distill_taps(model, (64, 64)) == []
     # The teacher feature is its backbone's element 0, i.e. its layer4 output.
     data = model.data_preprocessor(fake_batch('cls', 2, (64, 64), NUM_CLASSES), True)
     layer4 = []

@@ -94,9 +94,11 @@ def teacher_listing_mode(cfg, teacher, scope, size):
         return mode, '', None
     result = inspect_model(teacher, scope, size, 'tensor')
     if result.error and 'required positional argument' in result.error:
-        head = next((p for p in result.failed if needs_data_samples(teacher.get_submodule(p))), None)
-        return 'predict', (f" (teacher_mode='auto': tensor mode fails in {head or 'a head'}, which "
-                           'needs the data samples; taps there run the teacher in predict mode)'), None
+        # The failing head is often called through .forward() (mmseg): look for it by signature.
+        head = next((f'{p} ({type(m).__name__})' for p, m in teacher.named_modules()
+                     if p and needs_data_samples(m)), 'a head')
+        return 'predict', (f" (teacher_mode='auto': tensor mode fails in {head}, which needs the "
+                           'data samples; taps there run the teacher in predict mode)'), None
     return 'tensor', '', result
 
 

@@ -496,47 +496,70 @@ def check_distill_taps(distiller, input_size: Optional[Sequence[int]] = None,
 
 def _check_pair(distiller, pair, student_feats, teacher_feats, inputs, data_samples,
                 failed: Dict[str, bool]) -> List[str]:
+    """The problems of one distill pair (a multi-tap pair: of each of its taps, then its losses
+    on the lists of features)."""
     where = f'distill entry student {pair.student_tap!r} -> teacher {pair.teacher_tap!r}'
     problems = []
-    for role, feats, tap, mode in (('student', student_feats, pair.student_tap, 'loss'),
-                                   ('teacher', teacher_feats, pair.teacher_tap,
-                                    getattr(distiller, 'teacher_mode', 'tensor'))):
-        if tap in feats:
-            continue
-        if failed[role]:  # not reached before the failure: whether it runs is unknown
-            problems.append(f'{where}: the {role} tap {tap!r} was not reached before the {role} '
-                            'failed (see above); fix that first.')
-        else:
-            problems.append(f'{where}: the {role} tap {tap!r} recorded nothing: the module does not '
-                            f'run in {mode} mode. Tap a module that does (tools/inspect_taps.py '
-                            'lists them).')
+    for role, feats, taps, mode in (('student', student_feats, pair.student_tap_names, 'loss'),
+                                    ('teacher', teacher_feats, pair.teacher_tap_names,
+                                     getattr(distiller, 'teacher_mode', 'tensor'))):
+        for tap in taps:
+            if tap in feats:
+                continue
+            if failed[role]:  # not reached before the failure: whether it runs is unknown
+                problems.append(f'{where}: the {role} tap {tap!r} was not reached before the '
+                                f'{role} failed (see above); fix that first.')
+            else:
+                problems.append(f'{where}: the {role} tap {tap!r} recorded nothing: the module '
+                                f'does not run in {mode} mode. Tap a module that does '
+                                '(tools/inspect_taps.py lists them).')
     if problems:
         return problems
-    s_feat, t_feat = student_feats[pair.student_tap], teacher_feats[pair.teacher_tap].float()
-    shapes = f'student {_shape(s_feat)}, teacher {_shape(t_feat)}'
-    if s_feat.dim() == 4 and t_feat.dim() == 4 and s_feat.shape[-2:] != t_feat.shape[-2:]:
-        if not pair.resize:
-            stride = [inputs.shape[-2] / f.shape[-2] for f in (s_feat, t_feat)]
-            return [f'{where}: spatial sizes differ ({shapes}; strides {format_stride(stride[0])} '
-                    f'and {format_stride(stride[1])}). Tap modules of the same stride, or set '
-                    'resize=True in this entry.']
-        s_feat = F.interpolate(s_feat, size=t_feat.shape[-2:], mode='bilinear', align_corners=False)
-    kwargs = distiller._loss_kwargs(s_feat, inputs, data_samples)
+    s_feats, t_feats = [], []
+    for s_tap, t_tap in zip(pair.student_tap_names, pair.teacher_tap_names):
+        s_feat, t_feat = student_feats[s_tap], teacher_feats[t_tap].float()
+        if s_feat.dim() == 4 and t_feat.dim() == 4 and s_feat.shape[-2:] != t_feat.shape[-2:]:
+            if not pair.resize:
+                stride = [inputs.shape[-2] / f.shape[-2] for f in (s_feat, t_feat)]
+                tap = f' (taps {s_tap!r} / {t_tap!r})' if pair.multi_tap else ''
+                problems.append(
+                    f'{where}: spatial sizes differ{tap} (student {_shape(s_feat)}, teacher '
+                    f'{_shape(t_feat)}; strides {format_stride(stride[0])} and '
+                    f'{format_stride(stride[1])}). Tap modules of the same stride, or set '
+                    'resize=True in this entry.')
+                continue
+            s_feat = F.interpolate(s_feat, size=t_feat.shape[-2:], mode='bilinear',
+                                   align_corners=False)
+        s_feats.append(s_feat)
+        t_feats.append(t_feat)
+    if problems:
+        return problems
+    shapes = (f'student {", ".join(map(_shape, s_feats))}, teacher '
+              f'{", ".join(map(_shape, t_feats))}')
+    kwargs = distiller._loss_kwargs(s_feats[0], inputs, data_samples)
     for name, loss in zip(pair.loss_names, pair.losses):
         # Channel counts first, with the value to set; then the loss's own checks, by running it.
         wrong = []
-        for role, feat in (('student', s_feat), ('teacher', t_feat)):
+        for role, feats in (('student', s_feats), ('teacher', t_feats)):
             configured = getattr(loss, f'{role}_channels', None)
-            if feat.dim() == 4 and isinstance(configured, int) and configured != feat.shape[1]:
+            actual = [f.shape[1] if f.dim() == 4 else None for f in feats]
+            if pair.multi_tap and isinstance(configured, (list, tuple)) and None not in actual \
+                    and list(configured) != actual:
+                wrong.append(f'{where}, loss {name!r}: {role}_channels={list(configured)} but the '
+                             f'{role} taps give {actual} channels ({shapes}); set '
+                             f'{role}_channels={actual}.')
+            elif (not pair.multi_tap and isinstance(configured, int) and actual[0] is not None
+                  and configured != actual[0]):
                 wrong.append(f'{where}, loss {name!r}: {role}_channels={configured} but the {role} '
-                             f'tap gives {feat.shape[1]} channels ({shapes}); set '
-                             f'{role}_channels={feat.shape[1]}.')
+                             f'tap gives {actual[0]} channels ({shapes}); set '
+                             f'{role}_channels={actual[0]}.')
         problems += wrong
         if wrong:
             continue
         accepted = inspect.signature(loss.forward).parameters
+        args = (s_feats, t_feats) if pair.multi_tap else (s_feats[0], t_feats[0])
         try:
-            loss(s_feat, t_feat, **{k: v for k, v in kwargs.items() if k in accepted})
+            loss(*args, **{k: v for k, v in kwargs.items() if k in accepted})
         except (ValueError, RuntimeError, TypeError) as exc:
             problems.append(f'{where}, loss {name!r}: {exc}')
     return problems
