@@ -4,7 +4,8 @@ The mm* wheels ship their training script as ``<package>/.mim/tools/train.py`` (
 mmseg CONFIG`` runs). It parses the config before it imports the config's ``custom_imports``, and
 knows nothing of tat_mm: the user's config inherits a tat_mm config by its path and names
 ``custom_imports=dict(imports=['tat_mm'])``, nothing else. One test per task library, in a
-temporary project folder outside the checkout, two iterations on the built-in digits. Then the
+temporary project folder outside the checkout, two iterations on the built-in digits; mmseg's
+through openmim's ``mim train mmseg CONFIG``. Then the
 three students are exported into folders that do not exist yet, and each library's inference API
 runs its student in a process where tat_mm cannot be imported.
 
@@ -128,7 +129,8 @@ def run_checked(args, cwd, timeout=300, env=None) -> str:
     return log
 
 
-def train_upstream(python: str, task: str, config: str, project, env=None) -> str:
+def train_upstream(python: str, task: str, config: str, project, env=None,
+                   via_mim: bool = False) -> str:
     """Train ``config`` for 2 iterations with the task library's own ``tools/train.py``.
 
     Args:
@@ -137,14 +139,20 @@ def train_upstream(python: str, task: str, config: str, project, env=None) -> st
         config (str): The user's distiller config.
         project (Path): The project folder (the working directory).
         env (dict, optional): Environment variables. Defaults to the current ones.
+        via_mim (bool): Through openmim, ``mim train <library> CONFIG`` (which runs that
+            script), instead of the script itself. Defaults to False.
 
     Returns:
         str: The path of the checkpoint of iteration 2.
     """
     work_dir = project / 'work_dirs' / task
-    log = run_checked([python, upstream_train_script(SCOPES[task]), config, '--work-dir',
-                       str(work_dir)], project, env=env)
+    command = ([python, '-m', 'mim', 'train', SCOPES[task]] if via_mim
+               else [python, upstream_train_script(SCOPES[task])])
+    log = run_checked(command + [config, '--work-dir', str(work_dir)], project, env=env)
     assert DISTILL_TERM.search(log), f'no distillation term in the log:\n{log[-3000:]}'
+    if via_mim:
+        assert f'Training command is {python} {upstream_train_script(SCOPES[task])}' in log, (
+            log[-3000:])
     checkpoint = work_dir / 'iter_2.pth'
     assert checkpoint.is_file(), sorted(os.listdir(work_dir))
     return str(checkpoint)
@@ -159,15 +167,18 @@ def project(tmp_path_factory):
     return folder, teachers, {}
 
 
-@pytest.mark.parametrize('task', ['cls', 'seg', 'det'])
-def test_upstream_train_script_trains_a_tat_mm_config(task, project):
-    """``<mm*>/.mim/tools/train.py`` with only ``custom_imports`` naming tat_mm."""
+@pytest.mark.parametrize('task, via_mim', [('cls', False), ('seg', True), ('det', False)],
+                         ids=['cls-train.py', 'seg-mim-train', 'det-train.py'])
+def test_upstream_train_script_trains_a_tat_mm_config(task, via_mim, project):
+    """``<mm*>/.mim/tools/train.py`` with only ``custom_imports`` naming tat_mm; for seg through
+    ``mim train mmseg CONFIG`` (openmim runs the same script; ``tests/test_install.py`` runs
+    mmseg's script itself)."""
     folder, teachers, checkpoints = project
     assert osp.isfile(upstream_train_script(SCOPES[task])), 'the mm* wheel ships no train.py'
     # e.g. a clone of tat_mm beside the project: inherit its config by path
     config = write_user_project(folder, task, teachers[task],
                                 osp.join(REPO, 'configs', 'demo', task, 'tat.py'))
-    checkpoints[task] = train_upstream(sys.executable, task, config, folder)
+    checkpoints[task] = train_upstream(sys.executable, task, config, folder, via_mim=via_mim)
 
 
 def test_exported_students_run_without_tat_mm(project, monkeypatch):
