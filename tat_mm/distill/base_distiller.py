@@ -182,6 +182,19 @@ def _join_index(student_index, teacher_index):
     return dict(student=student_index, teacher=teacher_index)
 
 
+def term_log_name(loss_name: str, out_key: str) -> str:
+    """The log name (without ``loss_`` and the tap) of the output ``out_key`` of a loss that
+    returns a dict: DAM's ``{loss_feat, loss_dam, loss_dam_gt}`` -> ``dam_feat``, ``dam``,
+    ``dam_gt`` (a key that already starts with the loss's name keeps it once).
+
+    Args:
+        loss_name (str): The loss's log name (``dam``, ``tat``, or the config's ``name``).
+        out_key (str): A key of the dict the loss returned.
+    """
+    suffix = out_key[len('loss_'):] if out_key.startswith('loss_') else out_key
+    return suffix if suffix.startswith(loss_name) else f'{loss_name}_{suffix}'
+
+
 class DistillPair(nn.Module):
     """One student tap, one teacher tap and the losses computed between them.
 
@@ -283,10 +296,7 @@ class DistillPair(nn.Module):
                                  ) from exc
             if isinstance(value, dict):  # e.g. DAM: masked feature loss + DAM's own loss
                 for key, term in value.items():
-                    suffix = key[len('loss_'):] if key.startswith('loss_') else key
-                    # DAM's {loss_feat, loss_dam, loss_dam_gt} -> dam_feat, dam, dam_gt
-                    full = suffix if suffix.startswith(name) else f'{name}_{suffix}'
-                    results[f'loss_{full}.{self.student_tap}'] = term
+                    results[f'loss_{term_log_name(name, key)}.{self.student_tap}'] = term
             else:
                 results[f'loss_{name}.{self.student_tap}'] = value
         return results

@@ -9,6 +9,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
+from ..distill.base_distiller import term_log_name
 from ..losses.loss_statistics import SCALAR_TERM, ReportsStatistics, record_statistics
 from .gradient_shares import distill_loss_keys, gradient_shares, student_parameters
 from .teacher_check import chance_level, evaluate_teacher
@@ -368,9 +369,6 @@ def _is_number(value) -> bool:
 
 
 def _term_name(loss_name: str, out_key: str) -> str:
-    """The log name (without ``loss_`` and tap) of a loss's output ``out_key``: the naming rule
-    of :meth:`tat_mm.distill.base_distiller.DistillPair.forward`."""
-    if out_key == SCALAR_TERM:
-        return loss_name
-    suffix = out_key[len('loss_'):] if out_key.startswith('loss_') else out_key
-    return suffix if suffix.startswith(loss_name) else f'{loss_name}_{suffix}'
+    """The log name (without ``loss_`` and tap) of a loss's output ``out_key``: DistillPair's
+    rule (:func:`~tat_mm.distill.base_distiller.term_log_name`); a scalar loss: its name."""
+    return loss_name if out_key == SCALAR_TERM else term_log_name(loss_name, out_key)
