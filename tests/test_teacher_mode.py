@@ -12,7 +12,8 @@ from mmseg.registry import MODELS
 import tat_mm  # noqa: F401
 from distill_cases import NUM_CLASSES, SEG_STUDENT, SIZES
 from tat_mm.distill.tap_inspection import check_distill_taps, inspect_model
-from tat_mm.distill.teacher_mode import needs_data_samples, resolve_teacher_mode
+from tat_mm.distill.teacher_mode import (needs_data_samples, prepare_teacher,
+                                         resolve_teacher_mode)
 from tat_mm.testing import fake_batch, offline_model_config, save_random_checkpoint
 
 MASK2FORMER = 'mmseg::mask2former/mask2former_r50_8xb2-90k_cityscapes-512x1024.py'
@@ -79,3 +80,14 @@ def test_tensor_mode_on_mask2former_says_to_set_teacher_mode(mask2former_cfg):
     with pytest.raises(ValueError, match=r"teacher_mode='eval'; expected one of auto, tensor, "
                                          r'predict, loss'):
         resolve_teacher_mode('eval', model.teacher, ['decode_head.pixel_decoder'])
+
+
+def test_predict_mode_runs_a_sliding_window_teacher_on_the_whole_input():
+    """In predict mode an mmseg teacher with test_cfg.mode='slide' would fire its taps on the
+    first crop only: it runs on the whole input (tensor mode leaves it as it is)."""
+    teacher = torch.nn.Module()
+    teacher.test_cfg = dict(mode='slide', crop_size=(32, 32), stride=(16, 16))
+    prepare_teacher(teacher, 'tensor')
+    assert teacher.test_cfg['mode'] == 'slide'
+    prepare_teacher(teacher, 'predict')
+    assert teacher.test_cfg == dict(mode='whole', crop_size=(32, 32), stride=(16, 16))
