@@ -14,8 +14,8 @@ from mmseg.registry import MODELS
 
 from distill_cases import NUM_CLASSES, SEG_STUDENT, SIZES, cls_distiller, seg_distiller
 from tat_mm.distill.tap_inspection import (TapCandidate, build_config_models, check_distill_taps,
-                                           entry_for_pair, input_size_from_config, inspect_model,
-                                           suggest_pairs, token_grid)
+                                           entry_for_pair, fake_inputs, input_size_from_config,
+                                           inspect_model, suggest_pairs, token_grid)
 from tat_mm.testing import offline_model_config
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -236,5 +236,21 @@ def test_detr_and_instance_segmentation_students():
         FeatureTap(dino, 'encoder.layers.5', model_name='teacher', tokens={})
     with pytest.raises(ValueError, match=r'decoder.*object queries.*no grid'):
         FeatureTap(dino, 'decoder', model_name='teacher', tokens={})
+    # tokens=dict(level=k) folds one level of the memory, with the encoder's spatial_shapes.
+    tap = FeatureTap(dino, 'encoder', model_name='teacher', tokens=dict(level=1))
+    memory = []
+    handle = dino.encoder.register_forward_hook(lambda m, a, out: memory.append(out))
+    inputs, samples = fake_inputs(dino, 'mmdet', SIZES['det'])
+    with torch.no_grad(), DefaultScope.overwrite_default_scope('mmdet'):
+        dino(inputs, samples, mode='tensor')
+    handle.remove()
+    tap.remove()
+    levels = tap.to_map._level_shapes
+    assert levels[:2] == [(8, 12), (4, 6)]  # strides 8 and 16 of the 64x96 input
+    level1 = tap.value
+    assert level1.shape == (2, 256, 4, 6) and memory[0].shape[1] == sum(h * w for h, w in levels)
+    for i in range(4):
+        for j in range(6):
+            assert torch.equal(level1[:, :, i, j], memory[0][:, 8 * 12 + i * 6 + j])
     assert mask_result.error is None
     assert any(c.name.startswith('roi_head.mask_head') for c in mask_result.candidates)

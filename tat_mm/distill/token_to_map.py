@@ -67,9 +67,10 @@ def _detr_transformer_error(model: nn.Module, path: str, tap_name: str) -> Optio
             return (f'{tap_name}: the {type(module).__name__} encoder\'s tokens (B, N, C) are its '
                     'input levels flattened and concatenated (N = the sum of h x w over the levels: '
                     'Deformable DETR and DINO use several levels of different sizes), so there is no '
-                    f'single grid to fold them into. Tap the maps they are made of instead, without '
-                    f"`tokens`: the neck's levels, e.g. dict(student='{neck}', teacher='{neck}', "
-                    'index=k), or the backbone stages.')
+                    'single grid to fold them into. Fold one level with tokens=dict(level=k) (the '
+                    "encoder's spatial_shapes of this pass: Deformable DETR, DINO), or tap the maps "
+                    f"they are made of instead, without `tokens`: the neck's levels, e.g. "
+                    f"dict(student='{neck}', teacher='{neck}', index=k), or the backbone stages.")
         if rest[:1] == ['decoder']:
             return (f'{tap_name}: the {type(module).__name__} decoder\'s tokens (B, num_queries, C) '
                     'are object queries, not image positions: they have no grid. For feature maps, '
@@ -99,6 +100,10 @@ class TokensToMap:
             token (Swin).
         tap_name (str): How to call the tap in errors, e.g. ``"student tap 'backbone.ln1'"``.
             Defaults to 'tap'.
+        level (int, optional): The tokens are several feature levels flattened and concatenated
+            (a Deformable DETR / DINO encoder's memory): fold level ``level`` alone, with the
+            ``spatial_shapes`` the modules on the tap's path were called with in this pass.
+            Defaults to None.
     """
 
     def __init__(self,
@@ -106,10 +111,16 @@ class TokensToMap:
                  path: str,
                  grid: Optional[Sequence[int]] = None,
                  num_extra_tokens: Optional[int] = None,
-                 tap_name: str = 'tap'):
+                 tap_name: str = 'tap',
+                 level: Optional[int] = None):
         self.tap_name = tap_name
         self._seen_grids: List[Tuple[int, int]] = []  # (h, w) shapes seen in this forward pass
         self._handles = []
+        self.level = level
+        self._level_shapes: Optional[List[Tuple[int, int]]] = None  # spatial_shapes of this pass
+        if level is not None:
+            self._init_level(model, path, level, grid, num_extra_tokens)
+            return
         detr_error = _detr_transformer_error(model, path, tap_name)
         if detr_error is not None and grid is None:
             raise ValueError(detr_error)
@@ -137,6 +148,47 @@ class TokensToMap:
                     f'{tap_name}: cannot find the patch grid of {where}: no `patch_embed` or '
                     '`patch_resolution`. Give it in the distill entry, e.g. '
                     'tokens=dict(grid=(14, 14)).')
+
+    def _init_level(self, model: nn.Module, path: str, level: int, grid, num_extra_tokens) -> None:
+        """``level`` mode: hook every module on the path for its ``spatial_shapes`` argument."""
+        if isinstance(level, bool) or not isinstance(level, int) or grid is not None:
+            raise ValueError(f'{self.tap_name}: tokens=dict(level=k) takes one int level and no '
+                             f'grid (the level sizes come from the model); got level={level!r}, '
+                             f'grid={grid!r}.')
+        self.owner_path, self.owner, self.grid = '', None, None
+        self.num_extra_tokens = int(num_extra_tokens or 0)
+        parts = path.split('.') if path else []
+        for depth in range(1, len(parts) + 1):
+            module = model.get_submodule('.'.join(parts[:depth]))
+            self._handles.append(module.register_forward_pre_hook(self._record_levels,
+                                                                  with_kwargs=True))
+
+    def _record_levels(self, module: nn.Module, args: tuple, kwargs: dict):
+        shapes = kwargs.get('spatial_shapes')
+        if isinstance(shapes, torch.Tensor) and shapes.dim() == 2 and shapes.shape[1] == 2:
+            self._level_shapes = [(int(h), int(w)) for h, w in shapes.tolist()]
+
+    def _fold_level(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The ``(B, C, h, w)`` map of level ``self.level`` of multi-level ``tokens``."""
+        shapes = self._level_shapes
+        if shapes is None:
+            raise ValueError(f'{self.tap_name}: tokens=dict(level={self.level}) needs the levels\' '
+                             'spatial_shapes, but no module on the tap\'s path was called with '
+                             'them in this pass (DETR\'s single-level encoder is not): tap the '
+                             "neck's level instead, e.g. index=k without `tokens`.")
+        if not -len(shapes) <= self.level < len(shapes):
+            raise ValueError(f'{self.tap_name}: tokens=dict(level={self.level}) but the tokens '
+                             f'have {len(shapes)} levels ({shapes}).')
+        batch, num_tokens, channels = tokens.shape
+        sizes = [h * w for h, w in shapes]
+        if num_tokens != self.num_extra_tokens + sum(sizes):
+            raise ValueError(f'{self.tap_name} gives {num_tokens} tokens, but its levels '
+                             f'{shapes} make {sum(sizes)}: these are not the multi-level tokens '
+                             'of this pass; tap the encoder or one of its layers.')
+        level = self.level % len(shapes)
+        start = self.num_extra_tokens + sum(sizes[:level])
+        h, w = shapes[level]
+        return tokens[:, start:start + h * w].transpose(1, 2).reshape(batch, channels, h, w)
 
     def _hook_grid_sources(self, model: nn.Module, path: str) -> None:
         """Hooks that record the ``(h, w)`` shapes of this pass (cleared when the owner starts)."""
@@ -211,6 +263,8 @@ class TokensToMap:
         if tokens.dim() != 3:
             raise ValueError(f'{self.tap_name} gives {tuple(tokens.shape)}; `tokens` expects '
                              '(B, N, C) transformer tokens.')
+        if self.level is not None:
+            return self._fold_level(tokens)
         batch, num_tokens, channels = tokens.shape
         h, w = self.current_grid(num_tokens - self.num_extra_tokens)
         if num_tokens != self.num_extra_tokens + h * w:
@@ -232,7 +286,7 @@ class TokensToMap:
         self._handles = []
 
 
-_LAYOUT_KEYS = {'grid', 'num_extra_tokens'}
+_LAYOUT_KEYS = {'grid', 'num_extra_tokens', 'level'}
 
 
 def split_tokens_option(tokens) -> Tuple[Optional[dict], Optional[dict]]:
@@ -240,7 +294,8 @@ def split_tokens_option(tokens) -> Tuple[Optional[dict], Optional[dict]]:
 
     ``True`` (both sides, layout from each model), a layout ``dict(grid=..., num_extra_tokens=...)``
     for both sides, or ``dict(student=..., teacher=...)`` with ``True`` / a layout / ``None`` per side
-    (e.g. ``dict(student=True)`` for a DeiT student and a CNN teacher). ``None`` means no tokens.
+    (e.g. ``dict(student=True)`` for a DeiT student and a CNN teacher), or ``dict(level=k)``: level
+    ``k`` of a multi-level encoder memory (Deformable DETR, DINO). ``None`` means no tokens.
 
     Args:
         tokens (bool | dict | None): The ``tokens`` value of a distill entry.
@@ -257,7 +312,7 @@ def split_tokens_option(tokens) -> Tuple[Optional[dict], Optional[dict]]:
         if isinstance(value, dict) and set(value) <= _LAYOUT_KEYS:
             return dict(value)
         raise ValueError(f'`tokens` for the {side}: expected True, None or dict(grid=(h, w), '
-                         f'num_extra_tokens=k); got {value!r}.')
+                         f'num_extra_tokens=k) or dict(level=k); got {value!r}.')
 
     if isinstance(tokens, dict) and set(tokens) & {'student', 'teacher'}:
         unknown = set(tokens) - {'student', 'teacher'}
