@@ -203,6 +203,11 @@ def test_suggested_pairs_need_distillable_shapes():
     (s, t), = suggest_pairs(mobilevit, deit)
     assert (s.name, t.name, s.stride, t.stride) == ('backbone.layers.3', 'backbone.layers.11', 16, 16)
     assert 'tokens=dict(teacher=True)' in entry_for_pair(s, t) and 'FeatureTap' not in entry_for_pair(s, t)
+    # mmengine's SyncBN (a subclass of torch's, as the upstream configs build it) repeats its
+    # input like every norm: never listed or suggested.
+    from mmengine.registry import MODELS as ROOT_MODELS
+    from tat_mm.distill.tap_inspection import _repeats_input
+    assert _repeats_input(ROOT_MODELS.build(dict(type='SyncBN', num_features=4)))
     # Same stride, different grids (padding): a resize suggestion.
     a, b = cand('neck', (2, 256, 8, 8), index=0), cand('neck', (2, 256, 8, 9), index=0)
     assert entry_for_pair(a, b).startswith("dict(student='neck', teacher='neck', index=0, resize=True")

@@ -317,7 +317,9 @@ def inspect_model(model: nn.Module, scope: str, input_size: Sequence[int], mode:
 
 
 def _repeats_input(module: nn.Module) -> bool:
-    return type(module).__module__ in _REPEATING_MODULES or isinstance(module, nn.Identity)
+    # The class or a base of it (mmengine's SyncBatchNorm wraps torch's) is a norm, activation, ...
+    return (any(cls.__module__ in _REPEATING_MODULES for cls in type(module).__mro__)
+            or isinstance(module, nn.Identity))
 
 
 def is_listed(candidate: TapCandidate, max_depth: int = 3) -> bool:
