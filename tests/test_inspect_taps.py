@@ -197,8 +197,10 @@ def test_suggested_pairs_need_distillable_shapes():
         "dict(student='backbone.layer3', teacher='backbone.stages.2', index=dict(teacher=0), "
         "tokens=dict(teacher=True), losses=[dict(type='TaTLoss', student_channels=256, "
         'teacher_channels=384)])')
-    # DeiT-S (class + 4x4 patch tokens at 64 px) -> a MobileViT-like map at stride 16.
-    deit = [cand('backbone.layers.11', (2, 17, 384)), cand('backbone', (2, 384), index=0)]
+    # DeiT-S (class + 4x4 patch tokens at 64 px) -> a MobileViT-like map at stride 16: the last
+    # transformer layer (3 parts deep), not the patch embedding (2 parts, but the first to return).
+    deit = [cand('backbone.patch_embed', (2, 16, 384), index=0), cand('backbone.layers.11', (2, 17, 384)),
+            cand('backbone', (2, 384), index=0)]
     mobilevit = [cand('backbone.layers.3', (2, 96, 4, 4)), cand('backbone.layers.4', (2, 640, 2, 2))]
     (s, t), = suggest_pairs(mobilevit, deit)
     assert (s.name, t.name, s.stride, t.stride) == ('backbone.layers.3', 'backbone.layers.11', 16, 16)

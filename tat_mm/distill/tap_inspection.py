@@ -365,12 +365,23 @@ def suggest_pairs(student: Sequence[TapCandidate], teacher: Sequence[TapCandidat
                 groups.setdefault(round(c.stride, 3), []).append(c)
         return groups
 
+    def latest(shallow, deep):
+        """The outputs of one stride to pair, latest last: the shallow ones, then a deeper one
+        that returned after the last of them and is not inside it (a transformer's last layer
+        after its patch embedding; not a ResNet stage's last block before the stage)."""
+        if not shallow:
+            return deep
+        last = shallow[-1]
+        later = [c for c in deep[deep.index(last) + 1:]
+                 if not c.path.startswith(last.path + '.') and c not in shallow]
+        return shallow + later[-1:]
+
     s_shallow, t_shallow = by_stride(student, max_depth), by_stride(teacher, max_depth)
     s_deep, t_deep = by_stride(student, max_depth + 1), by_stride(teacher, max_depth + 1)
     pairs = []
     for stride in sorted(set(s_deep) & set(t_deep)):
-        s_list = s_shallow.get(stride) or s_deep[stride]
-        t_list = t_shallow.get(stride) or t_deep[stride]
+        s_list = latest(s_shallow.get(stride, []), s_deep[stride])
+        t_list = latest(t_shallow.get(stride, []), t_deep[stride])
         t_by_name = {c.name: c for c in t_list}
         same = [(s, t_by_name[s.name]) for s in s_list
                 if s.name in t_by_name and can_distill(s, t_by_name[s.name])]
