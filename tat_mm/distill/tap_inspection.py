@@ -342,10 +342,11 @@ def suggest_pairs(student: Sequence[TapCandidate], teacher: Sequence[TapCandidat
 
     For each stride both models have: the modules with the same path in both (the usual case for
     two nets of one family), else the last module of that stride in each (the deepest feature at
-    that resolution), both at most ``max_depth`` path parts deep; a stride found only deeper (a
-    transformer's layers, ``backbone.layers.11``, Swin's ``backbone.stages.2``) is taken from
-    ``max_depth + 1`` parts. Maps and tokens (their grid guessed from the token count) are paired
-    alike; only outputs of the same batch size (not RoI features of different RoI counts).
+    that resolution), at most ``max_depth`` path parts deep, or ``max_depth + 1`` for an output
+    that returns after those and is not inside them (a transformer's layers,
+    ``backbone.layers.11``, after ``backbone.patch_embed``; Swin's ``backbone.stages.2``). Maps
+    and tokens (their grid guessed from the token count) are paired alike; only outputs of the same
+    batch size (not RoI features of different RoI counts).
 
     Args:
         student (Sequence[TapCandidate]): The student's candidates (execution order).
