@@ -1,6 +1,12 @@
-"""End to end: ``tools/demo.py --quick`` for all three tasks writes its table and PNGs."""
+"""End to end: ``tools/demo.py --quick`` for all three tasks writes its table and PNGs.
+
+The full quick demo runs as a user runs it, in its own process (its console output is checked);
+the shorter follow-up runs call the tool's ``main`` in this process (each subprocess cost an
+interpreter and the stack's imports, ~9 s, more than the run itself).
+"""
 import json
 import os.path as osp
+import runpy
 import subprocess
 import sys
 
@@ -79,38 +85,46 @@ def test_quick_demo_figures(quick_demo):
             assert img[..., :3].std() > 0.01  # not a blank canvas
 
 
-def test_quick_demo_reuses_teacher(quick_demo):
+@pytest.fixture
+def demo_main(monkeypatch):
+    """``tools/demo.py``'s ``main`` in this process, from the checkout (as a user runs it); the
+    torch thread count it sets (``--threads``, 1) is put back afterwards."""
+    import torch
+    threads = torch.get_num_threads()
+    monkeypatch.chdir(REPO)
+    monkeypatch.syspath_prepend(osp.join(REPO, 'tools'))
+    import demo
+    yield demo.main
+    torch.set_num_threads(threads)
+
+
+def test_quick_demo_reuses_teacher(quick_demo, demo_main, capfd):
     """A second run finds the cached teachers and does not retrain them."""
     work_dir, _ = quick_demo
-    proc = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--quick', '--work-dir', str(work_dir),
-         '--tasks', 'cls', '--methods', 'student', '--no-figures'],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert 'cls/teacher: reusing' in proc.stdout
+    demo_main(['--quick', '--work-dir', str(work_dir), '--tasks', 'cls', '--methods', 'student',
+               '--no-figures'])
+    assert 'cls/teacher: reusing' in capfd.readouterr().out
     assert '(cached)' in (work_dir / 'results.md').read_text()
 
 
-def test_quick_teacher_is_refused_outside_quick_mode(quick_demo):
+def test_quick_teacher_is_refused_outside_quick_mode(quick_demo, demo_main, monkeypatch):
     """A --quick teacher records how it was trained; the full demo and the demo configs (through
     DemoTeacherCheckHook) refuse it with an error that says how to get a real one."""
     work_dir, _ = quick_demo
     record = json.loads((work_dir / 'cls' / 'teacher' / 'teacher.json').read_text())
     assert record['quick'] is True and record['iters'] == 3 and 'accuracy/top1' in record['val_metrics']
-    proc = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--work-dir', str(work_dir),
-         '--tasks', 'cls', '--methods', 'student', '--no-figures'],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert '--quick mode' in proc.stderr and '--retrain-teacher' in proc.stderr
+    with pytest.raises(SystemExit) as refused:
+        demo_main(['--work-dir', str(work_dir), '--tasks', 'cls', '--methods', 'student',
+                   '--no-figures'])
+    assert '--quick mode' in str(refused.value.code)
+    assert '--retrain-teacher' in str(refused.value.code)
     # the config path: a distillation config pointed at the quick teacher stops before training
-    proc = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools', 'train.py'), osp.join(REPO, 'configs', 'demo',
-         'cls', 'tat.py'), '--work-dir', str(work_dir / 'train_tat'), '--cfg-options',
-         f'model.teacher.checkpoint={work_dir / "cls" / "teacher" / "teacher.pth"}'],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert 'tools/demo.py --quick' in proc.stdout + proc.stderr
+    monkeypatch.setattr(sys, 'argv', [
+        'train.py', osp.join(REPO, 'configs', 'demo', 'cls', 'tat.py'), '--work-dir',
+        str(work_dir / 'train_tat'), '--cfg-options',
+        f'model.teacher.checkpoint={work_dir / "cls" / "teacher" / "teacher.pth"}'])
+    with pytest.raises(RuntimeError, match=r'tools/demo\.py --quick'):
+        runpy.run_path(osp.join(REPO, 'tools', 'train.py'), run_name='__main__')
 
 
 def test_quick_mode_has_its_own_work_dir():
@@ -121,16 +135,13 @@ def test_quick_mode_has_its_own_work_dir():
     assert demo.parse_args(['--pair', 'r50']).work_dir.endswith(osp.join('work_dirs', 'demo_r50'))
 
 
-def test_quick_pretrained_student_demo(tmp_path):
+def test_quick_pretrained_student_demo(tmp_path, demo_main, capfd):
     """--pretrained-student: teacher on the whole train pool, stage 1, then the control and TaT
     continued from the stage-1 checkpoint through load_from (the plain student loads strictly)."""
-    proc = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools', 'demo.py'), '--quick', '--pretrained-student',
-         '--tasks', 'cls', '--methods', 'tat', '--work-dir', str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-4000:]
-    assert "Loaded a plain student checkpoint" in out
+    demo_main(['--quick', '--pretrained-student', '--tasks', 'cls', '--methods', 'tat',
+               '--work-dir', str(tmp_path)])
+    out = ''.join(capfd.readouterr())
+    assert "Loaded a plain student checkpoint" in out, out[-4000:]
     table = (tmp_path / 'results.md').read_text()
     assert 'QUICK MODE' in table and '| control: student alone continued | 1 |' in table
     assert '| + TaT | 1 |' in table and 'stage 1 (student alone, from scratch)' in table
