@@ -1,6 +1,7 @@
 """End to end through MMEngine runners and our tools: resume, export, distributed training."""
 import os
 import os.path as osp
+import runpy
 import subprocess
 import sys
 from glob import glob
@@ -51,6 +52,25 @@ def trained(tmp_path_factory):
     return dict(tmp=tmp, base=base, full=full, first_half=first_half, resumed=resumed)
 
 
+@pytest.fixture(scope='module')
+def exported(trained):
+    """tools/export_student.py (the command line) on the 2-iteration distiller checkpoint."""
+    src, dst = trained['tmp'] / 'half' / 'iter_2.pth', trained['tmp'] / 'student.pth'
+    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/export_student.py'), str(src),
+                          str(dst)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    return dst
+
+
+def run_tool(monkeypatch, tool: str, *args) -> None:
+    """``tools/<tool>`` with ``args``, in this process (saves an interpreter and the stack's
+    imports per call)."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.syspath_prepend(osp.join(ROOT, 'tools'))
+    monkeypatch.setattr(sys, 'argv', [tool, *map(str, args)])
+    runpy.run_path(osp.join(ROOT, 'tools', tool), run_name='__main__')
+
+
 def test_resume_continues_exactly(trained):
     full, half, resumed = trained['full'].losses, trained['first_half'].losses, trained['resumed'].losses
     assert sorted(full) == [1, 2, 3, 4] and sorted(half) == [1, 2] and sorted(resumed) == [3, 4]
@@ -72,15 +92,11 @@ def test_checkpoint_has_no_teacher(trained):
     assert 'optimizer' in ckpt and 'message_hub' in ckpt
 
 
-def test_export_student_loads_into_plain_mmpretrain_model(trained):
+def test_export_student_loads_into_plain_mmpretrain_model(trained, exported):
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS
 
-    tmp = trained['tmp']
-    src, dst = tmp / 'half' / 'iter_2.pth', tmp / 'student.pth'
-    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/export_student.py'), str(src), str(dst)],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
+    src, dst = trained['tmp'] / 'half' / 'iter_2.pth', exported
     init_default_scope('mmpretrain')
     plain = MODELS.build(offline_model_config(CLS_STUDENT, 10))
     state = torch.load(dst, map_location='cpu')['state_dict']  # a plain weights-only checkpoint
@@ -104,8 +120,9 @@ def _weights(path):
     return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
 
 
-def test_dist_train_matches_single_process(tmp_path):
-    """tools/dist_train.sh with 2 CPU processes (gloo) equals one process with the same total batch."""
+def test_dist_train_matches_single_process(tmp_path, monkeypatch):
+    """tools/dist_train.sh with 2 CPU processes (gloo) equals one process with the same total batch
+    (tools/train.py, in this process)."""
     base = cls_runner_config(tmp_path, tmp_path / 'x', max_iters=4, batch_size=2)
     cfg_path = tmp_path / 'cfg.py'
     Config(base).dump(str(cfg_path))
@@ -114,12 +131,9 @@ def test_dist_train_matches_single_process(tmp_path):
                            '--work-dir', str(tmp_path / 'dist')],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
     assert dist.returncode == 0, dist.stdout[-3000:] + dist.stderr[-3000:]
-    single = subprocess.run([sys.executable, osp.join(ROOT, 'tools/train.py'), str(cfg_path),
-                             '--work-dir', str(tmp_path / 'single'),
-                             '--cfg-options', 'train_dataloader.batch_size=4',
-                             'default_hooks.checkpoint.interval=4'],
-                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    assert single.returncode == 0, single.stderr[-3000:]
+    run_tool(monkeypatch, 'train.py', cfg_path, '--work-dir', tmp_path / 'single',
+             '--cfg-options', 'train_dataloader.batch_size=4', 'default_hooks.checkpoint.interval=4',
+             'experiment_name=single')
     dist_w, single_w = _weights(tmp_path / 'dist' / 'iter_4.pth'), _weights(tmp_path / 'single' / 'iter_4.pth')
     init_w = _weights(tmp_path / 'dist' / 'iter_2.pth')
     moved = sum((single_w[k].float() - init_w[k].float()).norm()**2 for k in single_w)**0.5
@@ -129,31 +143,26 @@ def test_dist_train_matches_single_process(tmp_path):
     assert glob(str(tmp_path / 'dist' / '*' / '*.log'))
 
 
-def test_tools_test_evaluates_distiller_and_exported_student(trained, tmp_path):
+def test_tools_test_evaluates_distiller_and_exported_student(trained, exported, tmp_path,
+                                                            monkeypatch, capfd):
     """tools/test.py scores the distiller (its student) and the exported plain student alike."""
     tmp = trained['tmp']
     cfg_path = tmp_path / 'distill.py'
     Config(trained['base']).dump(str(cfg_path))
-    out = subprocess.run([sys.executable, osp.join(ROOT, 'tools/test.py'), str(cfg_path),
-                          str(tmp / 'half' / 'iter_2.pth'), '--work-dir', str(tmp_path / 't1'),
-                          '--cfg-options', 'log_level=INFO'],
-                         capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr[-3000:]
-    distilled = [line for line in (out.stdout + out.stderr).splitlines() if 'accuracy/top1' in line]
-    assert distilled, out.stdout[-2000:]
+    capfd.readouterr()
+    run_tool(monkeypatch, 'test.py', cfg_path, tmp / 'half' / 'iter_2.pth', '--work-dir',
+             tmp_path / 't1', '--cfg-options', 'log_level=INFO', 'experiment_name=t1')
+    out = ''.join(capfd.readouterr())
+    distilled = [line for line in out.splitlines() if 'accuracy/top1' in line]
+    assert distilled, out[-2000:]
 
     # the plain mmpretrain student config + the exported checkpoint give the same accuracy
     plain_cfg = dict(trained['base'], model=Config(trained['base']).model.student)
     plain_cfg['model']['data_preprocessor'] = trained['base']['data_preprocessor']
     plain_path = tmp_path / 'plain.py'
     Config(plain_cfg).dump(str(plain_path))
-    subprocess.run([sys.executable, osp.join(ROOT, 'tools/export_student.py'),
-                    str(tmp / 'half' / 'iter_2.pth'), str(tmp_path / 'student.pth')], check=True)
-    out2 = subprocess.run([sys.executable, osp.join(ROOT, 'tools/test.py'), str(plain_path),
-                           str(tmp_path / 'student.pth'), '--work-dir', str(tmp_path / 't2'),
-                           '--cfg-options', 'log_level=INFO'],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert out2.returncode == 0, out2.stderr[-3000:]
-    plain = [line for line in (out2.stdout + out2.stderr).splitlines() if 'accuracy/top1' in line]
+    run_tool(monkeypatch, 'test.py', plain_path, exported, '--work-dir', tmp_path / 't2',
+             '--cfg-options', 'log_level=INFO', 'experiment_name=t2')
+    plain = [line for line in ''.join(capfd.readouterr()).splitlines() if 'accuracy/top1' in line]
     score = lambda line: line.split('accuracy/top1:')[1].split()[0]  # noqa: E731
     assert score(plain[-1]) == score(distilled[-1])
