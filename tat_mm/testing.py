@@ -152,3 +152,12 @@ def save_random_checkpoint(scope: str, model_cfg: dict, path, seed: int = 0,
                 model.extract_feat(images) if scope == 'mmdet' else model(images, mode='tensor')
     torch.save({'meta': {}, 'state_dict': model.state_dict()}, str(path))
     return str(path)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a distributed test run's ``PORT`` (a fixed port can
+    still be held by the previous run's socket, or by another test worker: EADDRINUSE)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]

@@ -20,7 +20,7 @@ from mmengine.runner import Runner
 import tat_mm  # noqa: F401
 from distill_cases import (CLS_STUDENT, NUM_CLASSES, SIZES, cls_distiller, cls_runner_config,
                            crosskd_distiller, det_distiller, seg_distiller)
-from tat_mm.testing import fake_batch, offline_model_config
+from tat_mm.testing import fake_batch, offline_model_config, free_port
 
 pytestmark = pytest.mark.cuda
 
@@ -170,7 +170,7 @@ def test_dist_train_one_process_nccl(tmp_path):
     cfg['env_cfg'] = dict(dist_cfg=dict(backend='nccl'))
     cfg_path = tmp_path / 'cfg.py'
     Config(cfg).dump(str(cfg_path))
-    env = dict(os.environ, PYTHON=sys.executable, PORT='29591', CUDA_VISIBLE_DEVICES=os.environ.get(
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), CUDA_VISIBLE_DEVICES=os.environ.get(
         'CUDA_VISIBLE_DEVICES', '0').split(',')[0])
     out = subprocess.run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), str(cfg_path), '1',
                           '--work-dir', str(tmp_path / 'dist'), '--amp'],

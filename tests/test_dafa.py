@@ -21,7 +21,7 @@ from distill_cases import NUM_CLASSES, SIZES, cls_distiller, cls_runner_config, 
     seg_distiller
 from tat_mm.distill import BaseDistiller
 from tat_mm.losses import DAFADistillLoss
-from tat_mm.testing import fake_batch
+from tat_mm.testing import fake_batch, free_port
 from test_distillers import build
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -295,7 +295,7 @@ def test_dist_train_runs(tmp_path):
     cfg = runner_config(tmp_path, tmp_path / 'x', max_iters=2, batch_size=2)
     cfg_path = tmp_path / 'cfg.py'
     Config(cfg).dump(str(cfg_path))
-    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT='29583')
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT=str(free_port()))
     out = subprocess.run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), str(cfg_path), '2',
                           '--work-dir', str(tmp_path / 'dist')],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)

@@ -22,7 +22,7 @@ from tat_mm.engine.gradient_shares import COMBINED
 from tat_mm.losses import (DAFADistillLoss, DAMDistillLoss, HierarchicalTaTLoss, TaTLoss,
                            record_statistics, tat_attention)
 from tat_mm.losses.tat_attention import attention_statistics
-from tat_mm.testing import save_random_checkpoint
+from tat_mm.testing import save_random_checkpoint, free_port
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(REPO, 'tools'))
@@ -326,7 +326,7 @@ def test_hook_under_ddp_changes_nothing_and_rank_0_writes(tmp):
                      'train_dataloader.batch_size': 2})
         cfg = demo.build_cfg('cls', 'tat', opts, str(tmp / name))
         cfg.dump(str(tmp / f'{name}.py'))
-        env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT='29595')
+        env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT=str(free_port()))
         proc = subprocess.run(['bash', osp.join(REPO, 'tools', 'dist_train.sh'),
                                str(tmp / f'{name}.py'), '2', '--work-dir', str(tmp / name)],
                               capture_output=True, text=True, cwd=REPO, env=env, timeout=600)

@@ -17,6 +17,7 @@ from mmengine.registry import DefaultScope
 from distill_cases import cls_distiller
 from tat_mm.cfg_options import check_cfg_options
 from tat_mm.distill import resolve_model_config
+from tat_mm.testing import free_port
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VENV = osp.join(REPO, '.venv')
@@ -66,7 +67,7 @@ def test_every_python_tool_imports_use_venv_first():
 
 def test_dist_train_sh_finds_the_venv():
     _python_without_stack()
-    env = dict(_env_without_venv(), PORT='29587')
+    env = dict(_env_without_venv(), PORT=str(free_port()))
     out = subprocess.run(['bash', osp.join(REPO, 'tools/dist_train.sh'), 'any_config.py', '1', '--help'],
                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr

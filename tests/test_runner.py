@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 import tat_mm  # noqa: F401
 from distill_cases import CLS_STUDENT, cls_runner_config
-from tat_mm.testing import offline_model_config
+from tat_mm.testing import offline_model_config, free_port
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -126,7 +126,7 @@ def test_dist_train_matches_single_process(tmp_path, monkeypatch):
     base = cls_runner_config(tmp_path, tmp_path / 'x', max_iters=4, batch_size=2)
     cfg_path = tmp_path / 'cfg.py'
     Config(base).dump(str(cfg_path))
-    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT='29581')
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', PORT=str(free_port()))
     dist = subprocess.run(['bash', osp.join(ROOT, 'tools/dist_train.sh'), str(cfg_path), '2',
                            '--work-dir', str(tmp_path / 'dist')],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
