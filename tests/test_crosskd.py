@@ -192,6 +192,15 @@ def test_crosskd_with_feature_entries_and_cut_zero(tmp_path):
                if not isinstance(v, list))
 
 
+@pytest.mark.parametrize('head', ['retinanet', 'atss'])
+def test_a_term_set_to_none_is_switched_off(head, tmp_path):
+    model = _build(_distiller_cfg(tmp_path, head, cross_head=dict(loss_cls_kd=None)))
+    model.train()
+    losses = model.loss(*_batch(model))
+    assert 'loss_crosskd_cls.bbox_head' not in losses
+    assert torch.isfinite(losses['loss_crosskd_reg.bbox_head'])
+
+
 def test_crosskd_bad_configs_say_what_to_change(tmp_path):
     with pytest.raises(ValueError, match=r'same feat_channels: student 32, teacher 64.*'
                                          r'bbox_head.feat_channels to 64'):

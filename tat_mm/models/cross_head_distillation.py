@@ -332,13 +332,25 @@ class CrossHeadDistillation(nn.Module):
         return x.permute(0, 2, 3, 1).reshape(-1, width)
 
     def _cls_term(self, head, t_pred, c_pred, label_weights, avg_factor):
+        """(``loss_cls_kd`` of one level, or None when it is switched off; the box terms'
+        per-anchor weights)."""
         t_cls = self._flat(t_pred['cls'], head.cls_out_channels)
-        c_cls = self._flat(c_pred['cls'], head.cls_out_channels)
         weights = label_weights.reshape(-1)
-        loss = self.losses['loss_cls_kd'](c_cls, t_cls, weight=weights, avg_factor=avg_factor)
+        loss = None
+        if 'loss_cls_kd' in self.losses:
+            c_cls = self._flat(c_pred['cls'], head.cls_out_channels)
+            loss = self.losses['loss_cls_kd'](c_cls, t_cls, weight=weights, avg_factor=avg_factor)
         # The box terms weigh each anchor by the teacher's best class score (0 where ignored).
         reg_weights = t_cls.max(dim=1)[0].sigmoid() * (weights != 0)
         return loss, reg_weights
+
+    def _decoded_box_term(self, head, t_pred, c_pred, anchors, reg_weights, avg_factor):
+        """``loss_reg_kd`` of one level of an anchor head with a delta coder (RetinaNet, ATSS):
+        the cross and the teacher's boxes decoded on the anchors."""
+        coder = head.bbox_coder
+        t_box = get_box_tensor(coder.decode(anchors, self._flat(t_pred['bbox'], coder.encode_size)))
+        c_box = get_box_tensor(coder.decode(anchors, self._flat(c_pred['bbox'], coder.encode_size)))
+        return self.losses['loss_reg_kd'](c_box, t_box, weight=reg_weights, avg_factor=avg_factor)
 
     def _anchor_head_terms(self, head, teacher_preds, cross_preds, anchor_list, valid_flag_list,
                            gt_instances, img_metas, gt_ignore) -> Dict[str, torch.Tensor]:
@@ -348,7 +360,6 @@ class CrossHeadDistillation(nn.Module):
         num_level_anchors = [anchors.size(0) for anchors in anchor_list[0]]
         level_anchors = images_to_levels([cat_boxes(a) for a in anchor_list], num_level_anchors)
         terms = {key: 0. for key in self.losses}
-        coder = head.bbox_coder
         for level, (t_pred, c_pred) in enumerate(zip(teacher_preds, cross_preds)):
             loss_cls, reg_weights = self._cls_term(head, t_pred, c_pred, label_weights[level],
                                                    avg_factor)
@@ -356,10 +367,8 @@ class CrossHeadDistillation(nn.Module):
                 terms['loss_cls_kd'] = terms['loss_cls_kd'] + loss_cls
             if 'loss_reg_kd' in terms:
                 anchors = get_box_tensor(level_anchors[level]).reshape(-1, 4)
-                t_box = get_box_tensor(coder.decode(anchors, self._flat(t_pred['bbox'], coder.encode_size)))
-                c_box = get_box_tensor(coder.decode(anchors, self._flat(c_pred['bbox'], coder.encode_size)))
-                terms['loss_reg_kd'] = terms['loss_reg_kd'] + self.losses['loss_reg_kd'](
-                    c_box, t_box, weight=reg_weights, avg_factor=avg_factor)
+                terms['loss_reg_kd'] = terms['loss_reg_kd'] + self._decoded_box_term(
+                    head, t_pred, c_pred, anchors, reg_weights, avg_factor)
         return terms
 
     def _atss_like_terms(self, head, teacher_preds, cross_preds, anchor_list, valid_flag_list,
@@ -393,12 +402,9 @@ class CrossHeadDistillation(nn.Module):
                         c_box, t_box, weight=reg_weights, avg_factor=1.0)
                 box_weight_sum = box_weight_sum + reg_weights.sum()
                 continue
-            coder = head.bbox_coder
             if 'loss_reg_kd' in terms:
-                t_box = get_box_tensor(coder.decode(anchors, self._flat(t_pred['bbox'], coder.encode_size)))
-                c_box = get_box_tensor(coder.decode(anchors, self._flat(c_pred['bbox'], coder.encode_size)))
-                terms['loss_reg_kd'] = terms['loss_reg_kd'] + self.losses['loss_reg_kd'](
-                    c_box, t_box, weight=reg_weights, avg_factor=avg_factor)
+                terms['loss_reg_kd'] = terms['loss_reg_kd'] + self._decoded_box_term(
+                    head, t_pred, c_pred, anchors, reg_weights, avg_factor)
             if 'loss_center_kd' in terms:  # the positives' centerness, towards the teacher's
                 level_labels = labels[level].reshape(-1)
                 positive = (level_labels >= 0) & (level_labels < head.num_classes)
