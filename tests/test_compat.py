@@ -84,3 +84,50 @@ def test_ddp_wrapper_accepts_cpu_modules(monkeypatch):
     mm_ddp.MMDistributedDataParallel(module=torch.nn.Linear(2, 2), device_ids=[0],
                                      broadcast_buffers=False)
     assert 'device_ids' not in seen and seen['broadcast_buffers'] is False
+
+
+def _mmengine_original_get_cfg_metainfo():
+    """MMEngine's own ``_get_cfg_metainfo``, from a fresh copy of its module (the imported one
+    is patched)."""
+    import importlib.util
+    from mmengine.config import utils as config_utils
+    spec = importlib.util.spec_from_file_location('_fresh_mmengine_config_utils',
+                                                  config_utils.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._get_cfg_metainfo
+
+
+@pytest.mark.parametrize('package, zoo_config, base_config', [
+    ('mmdet', 'retinanet/retinanet_r50_fpn_1x_coco.py', '_base_/models/retinanet_r50_fpn'),
+    ('mmseg', 'deeplabv3plus/deeplabv3plus_r50-d8_4xb4-20k_voc12aug-512x512.py',
+     '_base_/models/deeplabv3plus_r50-d8'),
+    ('mmpretrain', 'resnet/resnet18_8xb32_in1k.py', '_base_/models/resnet18'),
+])
+def test_metafiles_are_read_once_with_mmengine_answers(package, zoo_config, base_config,
+                                                        monkeypatch):
+    """Fix 5: the same entry as MMEngine's own lookup for a model-zoo config, the same ValueError
+    for a base config (MMEngine then falls back to .mim/configs), every metafile read once."""
+    import mmengine.fileio
+    from mmengine.config import utils as config_utils
+    from mmengine.utils import get_installed_path
+    import tat_mm  # noqa: F401
+    assert config_utils._get_cfg_metainfo is compat._cfg_metainfo_read_once
+    original = _mmengine_original_get_cfg_metainfo()
+    path = get_installed_path(package)
+    expected = original(path, zoo_config)
+    compat._metafile_configs.cache_clear()
+    reads = []
+    real_load = mmengine.fileio.load
+    monkeypatch.setattr(mmengine.fileio, 'load', lambda file, *a, **k: reads.append(file) or
+                        real_load(file, *a, **k))
+    assert config_utils._get_cfg_metainfo(path, zoo_config) == expected
+    assert expected['Config'].endswith(zoo_config)
+    read_once = len(reads)
+    assert read_once > 10 and len(set(reads)) == read_once  # model-index.yml + each metafile
+    with pytest.raises(ValueError, match=f'but got {base_config}$'):
+        config_utils._get_cfg_metainfo(path, base_config)
+    with pytest.raises(ValueError, match=f'but got {base_config}$'):
+        original(path, base_config)
+    assert config_utils._get_cfg_metainfo(path, zoo_config) == expected
+    assert len(reads) == read_once  # nothing read again
