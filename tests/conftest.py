@@ -1,4 +1,6 @@
 """Test isolation shared by every test file, and the ``cuda`` marker's skip."""
+import gc
+
 import pytest
 import torch
 from mmengine.registry import DefaultScope
@@ -27,3 +29,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker('cuda') is not None:
             item.add_marker(skip)
+
+
+def pytest_collection_finish(session):
+    """Once every test module (and so torch and the mm* libraries) is imported, move the objects
+    alive now out of the garbage collector's reach: MMEngine calls ``gc.collect()`` for every
+    dataset it builds, and each full collection walked these millions of objects (~0.3 s)."""
+    gc.freeze()
