@@ -91,3 +91,31 @@ def test_predict_mode_runs_a_sliding_window_teacher_on_the_whole_input():
     assert teacher.test_cfg['mode'] == 'slide'
     prepare_teacher(teacher, 'predict')
     assert teacher.test_cfg == dict(mode='whole', crop_size=(32, 32), stride=(16, 16))
+
+
+def test_loss_mode_teacher_gets_the_ground_truth_and_stops_at_its_tap(mask2former_cfg):
+    """teacher_mode='loss' (set by hand): the teacher's loss path gets the batch's data samples
+    with their ground truth, runs in eval mode under no_grad, and stops after its tap as in the
+    other modes, with the same features as in predict mode."""
+    batch = fake_batch('seg', 2, SIZES['seg'], NUM_CLASSES)
+    features = {}
+    for mode in ('loss', 'predict'):
+        model = build(dict(mask2former_cfg, teacher_mode=mode))
+        assert model.teacher_mode == mode
+        seen = []
+        handle = model.teacher.decode_head.register_forward_pre_hook(
+            lambda module, args: seen.append((module.training, torch.is_grad_enabled())))
+        decoder_ran = []
+        handle2 = model.teacher.decode_head.transformer_decoder.register_forward_hook(
+            lambda *args: decoder_ran.append(True))
+        model.train()
+        data = model.data_preprocessor(copy.deepcopy(batch), True)
+        _, teacher_feats = model.tapped_features(data['inputs'], data['data_samples'])
+        handle.remove()
+        handle2.remove()
+        assert seen == [(False, False)] and not decoder_ran
+        features[mode] = teacher_feats
+    # Keyed by tap and index (the pixel decoder's output 0).
+    assert list(features['loss']) == list(features['predict']) == ['decode_head.pixel_decoder.0']
+    assert torch.equal(features['loss']['decode_head.pixel_decoder.0'],
+                       features['predict']['decode_head.pixel_decoder.0'])
