@@ -58,9 +58,10 @@ test in ``tests/test_compat.py`` that fails without it.
    lists (mmdet 3.3: 101 files, mmpretrain 84, mmseg 52) to see whether ``path`` names a model-zoo
    config, before it falls back to ``<package>/.mim/configs/path``: parsing one distillation
    config with its teacher config and their upstream bases read those files again for every
-   base (about a third of the demo's run time went there). The fix reads each package's metafiles
-   once per process (again when ``model-index.yml`` changes) and answers from that table: the
-   same entry, the same ``ValueError`` for a path that is not a model-zoo config.
+   base (a quarter of the quick demo's run time went there, profiled). The fix reads each
+   package's metafiles once per process (again when ``model-index.yml`` changes) and answers
+   from that table: the same entry, the same ``ValueError`` for a path that is not a model-zoo
+   config.
 """
 import builtins
 import copy
