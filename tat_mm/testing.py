@@ -140,7 +140,8 @@ def save_random_checkpoint(scope: str, model_cfg: dict, path, seed: int = 0,
     registry = importlib.import_module(f'{scope}.registry').MODELS
     torch.manual_seed(seed)
     with DefaultScope.overwrite_default_scope(scope):
-        model = registry.build(model_cfg)
+        # A copy: some detectors write into their config while building (DINO's bbox_head).
+        model = registry.build(copy.deepcopy(model_cfg))
     if calibrate_bn:
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):

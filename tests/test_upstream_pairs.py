@@ -22,7 +22,8 @@ def fitnet(s_channels, t_channels):
     return [dict(type='FitNetLoss', student_channels=s_channels, teacher_channels=t_channels)]
 
 
-# id: (scope, task, student config, student overrides, teacher config, distill entries, (H, W))
+# id: (scope, task, student config, student overrides, teacher config (or (config, overrides)),
+#      distill entries, (H, W))
 PAIRS = {
     'segformer-b0<-b1': (
         'mmseg', 'seg', 'mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py', None,
@@ -69,6 +70,17 @@ PAIRS = {
         'mmdet::yolox/yolox_s_8xb8-300e_coco.py',
         [dict(student='neck', teacher='neck', index=[0, 1, 2], losses=fitnet(96, 128))],
         (64, 96)),
+    # DETR family: DINO-4scale R18 <- R50, the neck's stride-8 and -16 maps and one level of
+    # the encoder memory (tokens=dict(level=1): folded with the encoder's spatial shapes); 100
+    # queries (top-k of the 128 memory tokens of a 64x96 image).
+    'dino-r18<-r50': (
+        'mmdet', 'det', 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
+        dict(num_queries=100, backbone=dict(depth=18), neck=dict(in_channels=[128, 256, 512])),
+        ('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', dict(num_queries=100)),
+        [dict(student='neck', teacher='neck', index=[0, 1], losses=fitnet(256, 256)),
+         dict(student='encoder', teacher='encoder', tokens=dict(level=1),
+              losses=[dict(type='TaTLoss', student_channels=256, teacher_channels=256)])],
+        (64, 96)),
     # One-stage GFL from a deeper teacher, the shipped det recipe: hierarchical TaT inside DAM on
     # P3 (8x12 at 64x96), with a softer attention (temperature, not the paper's 1).
     'gfl-r50<-r101': (
@@ -105,8 +117,9 @@ def model_config(config: str, scope: str, size, overrides=None) -> dict:
 @pytest.mark.parametrize('pair', sorted(PAIRS))
 def test_upstream_pair_trains_a_step(pair, tmp_path):
     scope, task, student, overrides, teacher, distill, size = PAIRS[pair]
+    teacher, teacher_overrides = teacher if isinstance(teacher, tuple) else (teacher, None)
     student_cfg = model_config(student, scope, size, overrides)
-    teacher_cfg = model_config(teacher, scope, size)
+    teacher_cfg = model_config(teacher, scope, size, teacher_overrides)
     if task == 'det':  # mask heads need gt masks; the pairs distil the neck
         for cfg in (student_cfg, teacher_cfg):
             cfg.get('roi_head', {}).pop('mask_head', None)
