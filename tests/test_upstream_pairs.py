@@ -130,10 +130,10 @@ def test_upstream_pair_trains_a_step(pair, tmp_path):
         teacher=dict(config=teacher_cfg, checkpoint=save_random_checkpoint(
             scope, teacher_cfg, tmp_path / 'teacher.pth')),
         distill=distill)
+    torch.manual_seed(0)  # the student's weights too: not whatever the worker's last test left
     with DefaultScope.overwrite_default_scope(scope):
         model = importlib.import_module(f'{scope}.registry').MODELS.build(distiller)
     model.train()
-    torch.manual_seed(0)
     optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     log_vars = model.train_step(fake_batch(task, 2, size, NUM_CLASSES), optim_wrapper)
     distill_keys = [k for k in log_vars if k.startswith('loss_') and '.' in k]
