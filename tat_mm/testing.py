@@ -12,6 +12,7 @@ from typing import Optional, Tuple
 import torch
 from mmengine.registry import DefaultScope
 
+from .distill.offline_init import init_weights_offline
 from .distill.teacher import resolve_model_config
 
 
@@ -120,7 +121,7 @@ def fake_batch(task: str, batch_size: int = 2, size: Tuple[int, int] = (64, 64),
 
 
 def save_random_checkpoint(scope: str, model_cfg: dict, path, seed: int = 0,
-                           calibrate_bn: bool = False) -> str:
+                           calibrate_bn: bool = False, init_weights: bool = False) -> str:
     """Build ``model_cfg`` in ``scope`` with random weights and save an MMEngine-style checkpoint.
 
     Stands in for a trained teacher checkpoint in tests and benchmarks (no downloads here).
@@ -133,6 +134,10 @@ def save_random_checkpoint(scope: str, model_cfg: dict, path, seed: int = 0,
         calibrate_bn (bool): Give BN real running statistics from a few random batches. With the
             initial ones (0/1) a random deep net's eval-mode features are nearly constant over
             space, which makes attention uniform and can hide bugs. Defaults to False.
+        init_weights (bool): Run the model's ``init_weights()`` (``Pretrained`` inits dropped)
+            as the runner would. Needed where a parameter is uninitialised memory until then
+            (DINO, Deformable DETR: ``level_embed``). Defaults to False: PyTorch's default
+            initialisation of each layer, what the suite's random teachers were built with.
 
     Returns:
         str: ``path``.
@@ -142,6 +147,8 @@ def save_random_checkpoint(scope: str, model_cfg: dict, path, seed: int = 0,
     with DefaultScope.overwrite_default_scope(scope):
         # A copy: some detectors write into their config while building (DINO's bbox_head).
         model = registry.build(copy.deepcopy(model_cfg))
+    if init_weights:
+        init_weights_offline(model)
     if calibrate_bn:
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):

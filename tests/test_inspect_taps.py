@@ -222,13 +222,14 @@ def test_detr_and_instance_segmentation_students():
     from mmdet.registry import MODELS as DET_MODELS
     from distill_cases import R18_FPN
     from tat_mm.distill import FeatureTap
-    # Seeded: random-weight DINO's Hungarian matching once met a NaN cost in CI (weights and the
-    # denoising noise came from whatever RNG state the worker's earlier tests left).
+    from tat_mm.distill.offline_init import init_weights_offline
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmdet'):
         dino_cfg = offline_model_config('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', NUM_CLASSES)
         dino_cfg['num_queries'] = 100  # top-k queries of the 128 memory tokens of a 64x96 image
-        dino = DET_MODELS.build(dino_cfg)
+        # Initialised as the runner does: until init_weights() DINO's level_embed is whatever
+        # memory it got (torch.Tensor(...)), and CI once met a NaN Hungarian cost from it.
+        dino = init_weights_offline(DET_MODELS.build(dino_cfg))
         mask_rcnn_cfg = offline_model_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
                                              NUM_CLASSES)
         mask_rcnn_cfg.merge(R18_FPN)

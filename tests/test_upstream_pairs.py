@@ -128,11 +128,12 @@ def test_upstream_pair_trains_a_step(pair, tmp_path):
         type={'seg': 'SegDistiller', 'cls': 'ClsDistiller', 'det': 'DetDistiller'}[task],
         student=student_cfg,
         teacher=dict(config=teacher_cfg, checkpoint=save_random_checkpoint(
-            scope, teacher_cfg, tmp_path / 'teacher.pth')),
+            scope, teacher_cfg, tmp_path / 'teacher.pth', init_weights=True)),
         distill=distill)
     torch.manual_seed(0)  # the student's weights too: not whatever the worker's last test left
     with DefaultScope.overwrite_default_scope(scope):
         model = importlib.import_module(f'{scope}.registry').MODELS.build(distiller)
+    model.init_weights()  # as the runner does (offline configs: nothing to download)
     model.train()
     optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
     log_vars = model.train_step(fake_batch(task, 2, size, NUM_CLASSES), optim_wrapper)

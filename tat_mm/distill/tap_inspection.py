@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..testing import fake_batch
 from .feature_tap import TapGroup
+from .offline_init import init_weights_offline, initialised_for_a_pass
 
 #: The fake-batch task of each task library's scope.
 TASK_OF_SCOPE = {'mmpretrain': 'cls', 'mmseg': 'seg', 'mmdet': 'det'}
@@ -480,7 +481,12 @@ def check_distill_taps(distiller, input_size: Optional[Sequence[int]] = None,
         input_size = getattr(distiller.data_preprocessor, 'size', None) or DEFAULT_INPUT_SIZE
     problems = []
     failed = {'student': False, 'teacher': False}
-    with eval_no_grad(distiller, distiller.teacher):
+    # A student the runner has not initialised yet is initialised for this check only (DETR
+    # family: uninitialised level embeddings); the runner's own initialisation is unchanged.
+    student_init = contextlib.nullcontext()
+    if getattr(distiller.student, '_is_init', True) is False:
+        student_init = initialised_for_a_pass(distiller.student)
+    with eval_no_grad(distiller, distiller.teacher), student_init:
         inputs, data_samples = fake_inputs(distiller.student, distiller.scope, input_size, batch_size)
         with _capture(distiller.teacher_taps) as teacher_feats:
             try:
@@ -675,6 +681,8 @@ def build_config_models(cfg) -> dict:
     Args:
         cfg (Config): A distiller config (student and teacher are built, the teacher from its
             config with random weights: its checkpoint need not exist) or a plain model config.
+            Both are initialised as the runner would, without pre-trained downloads
+            (:func:`~tat_mm.distill.offline_init.init_weights_offline`).
 
     Returns:
         dict: ``scope``, ``student`` (the model itself for a plain config), ``teacher`` (None for
@@ -705,13 +713,13 @@ def build_config_models(cfg) -> dict:
         registry = importlib.import_module(f'{scope}.registry').MODELS
         model_cfg.pop('pretrained', None)
         with DefaultScope.overwrite_default_scope(scope):
-            model = registry.build(model_cfg)
+            model = init_weights_offline(registry.build(model_cfg))
         return dict(scope=scope, student=model, teacher=None, distiller_cls=None)
     scope, registry = model_cls.scope, model_cls.registry
     student_cfg = resolve_model_config(model_cfg['student'])
     if model_cfg.get('data_preprocessor') is not None:
         student_cfg.setdefault('data_preprocessor', model_cfg['data_preprocessor'])
     with DefaultScope.overwrite_default_scope(scope):
-        student = registry.build(student_cfg)
-    teacher = build_teacher_model(dict(model_cfg['teacher']), registry, scope)
+        student = init_weights_offline(registry.build(student_cfg))
+    teacher = init_weights_offline(build_teacher_model(dict(model_cfg['teacher']), registry, scope))
     return dict(scope=scope, student=student, teacher=teacher, distiller_cls=model_cls)
