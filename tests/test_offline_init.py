@@ -80,3 +80,13 @@ def test_validate_taps_check_passes_on_an_uninitialised_dino_student(tmp_path):
         model.student.level_embed.fill_(math.nan)
     assert check_distill_taps(model, SIZE) == []
     assert torch.isnan(model.student.level_embed).all() and not model.student._is_init
+
+
+def test_initialised_for_a_pass_leaves_an_initialised_model_alone():
+    model = init_weights_offline(build(small_dino_config()))
+    before = copy.deepcopy(model.state_dict())
+    rng = torch.get_rng_state()
+    with initialised_for_a_pass(model):
+        assert torch.equal(torch.get_rng_state(), rng)  # no init_weights() ran
+    assert model._is_init
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

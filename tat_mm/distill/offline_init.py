@@ -56,12 +56,18 @@ def initialised_for_a_pass(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block ``model`` is initialised (:func:`init_weights_offline`); afterwards its
     weights, buffers, init configs, init flags and the CPU RNG state are what they were.
 
+    A model that is initialised already (``init_weights()`` has run, or it is not an MMEngine
+    ``BaseModule``) is left as it is.
+
     Args:
-        model (nn.Module): A built model that the runner has not initialised yet.
+        model (nn.Module): A built model that the runner may not have initialised yet.
 
     Yields:
         nn.Module: ``model``.
     """
+    if getattr(model, '_is_init', True):
+        yield model
+        return
     state = copy.deepcopy(model.state_dict())
     modules = _base_modules(model)
     saved = [(m, m.init_cfg, m._is_init) for m in modules]

@@ -483,10 +483,7 @@ def check_distill_taps(distiller, input_size: Optional[Sequence[int]] = None,
     failed = {'student': False, 'teacher': False}
     # A student the runner has not initialised yet is initialised for this check only (DETR
     # family: uninitialised level embeddings); the runner's own initialisation is unchanged.
-    student_init = contextlib.nullcontext()
-    if getattr(distiller.student, '_is_init', True) is False:
-        student_init = initialised_for_a_pass(distiller.student)
-    with eval_no_grad(distiller, distiller.teacher), student_init:
+    with eval_no_grad(distiller, distiller.teacher), initialised_for_a_pass(distiller.student):
         inputs, data_samples = fake_inputs(distiller.student, distiller.scope, input_size, batch_size)
         with _capture(distiller.teacher_taps) as teacher_feats:
             try:
