@@ -47,7 +47,13 @@ def init_weights_offline(model: nn.Module) -> nn.Module:
     for module in _base_modules(model):
         module.init_cfg = _without_pretrained(module.init_cfg)
     if callable(getattr(model, 'init_weights', None)):
-        model.init_weights()
+        # Without MMEngine's per-parameter report (one INFO record per parameter on the console,
+        # or a block in the log file): this initialisation is not the run's.
+        model._dump_init_info = lambda: None
+        try:
+            model.init_weights()
+        finally:
+            del model._dump_init_info
     return model
 
 
